@@ -1,0 +1,32 @@
+# `make demo` and `make test` are the two entry points; both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# The data: $CIFAR10_DATA if set, else the shared local copy if this machine has one,
+# else nothing, and the commands download the official tarball.
+DATA ?= $(or $(CIFAR10_DATA),$(wildcard ../shared/data/cifar10-jpeg.tar.gz))
+export CIFAR10_DATA := $(DATA)
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast demo clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[all,dev]"
+	touch $@
+
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/cifar-train --model resnet8 --epochs 1 --limit-train 2000 --out runs/demo
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""cifar_edge.train: the model registry and `cifar-train`."""

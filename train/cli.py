@@ -1,0 +1,111 @@
+"""`cifar-train`: train a registry model on CIFAR-10."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from cifar_edge.runtime.data import BAD_IMAGE_POLICIES, ENV_VAR, load_cifar10, resolve_source
+from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, non_negative_int, positive_float, positive_int, run_cli
+
+PROG = "cifar-train"
+# Flags that define a run; on --resume they come from the checkpoint and may only repeat it.
+RUN_FLAGS = ("model", "epochs", "batch_size", "learning_rate", "limit_train", "limit_test", "seed", "mixed_precision", "distribute")
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Train a CIFAR-10 model from the registry and write model.keras, history, plots and metrics to --out.",
+        epilog=f"Data: --data PATH, else ${ENV_VAR}, else the official download. Defaults for epochs, batch size "
+        "and learning rate come from each model's recipe (see --list-models).",
+    )
+    parser.add_argument("--model", help="registry name (see --list-models)")
+    parser.add_argument("--epochs", type=positive_int, help="epochs to train (default: the model's recipe)")
+    parser.add_argument("--out", help="run directory for every output")
+    parser.add_argument("--data", help=f"CIFAR-10 source: official tarball or folder, image-folder tree or its tar (default: ${ENV_VAR}, else download)")
+    parser.add_argument("--batch-size", type=positive_int, help="images per step (default: the model's recipe)")
+    parser.add_argument("--learning-rate", type=positive_float, help="peak learning rate (default: the model's recipe)")
+    parser.add_argument("--limit-train", type=positive_int, help="train on this many images, class-balanced")
+    parser.add_argument("--limit-test", type=positive_int, help="evaluate on this many test images, class-balanced")
+    parser.add_argument("--seed", type=non_negative_int, help="random seed (default: 0)")
+    parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --out from its last checkpoint")
+    parser.add_argument("--mixed-precision", choices=("auto", "on", "off"), help="float16 compute; auto = on with a GPU (default: auto)")
+    parser.add_argument("--distribute", choices=("none", "mirrored"), help="mirrored: data-parallel over all local GPUs (default: none)")
+    parser.add_argument("--bad-images", choices=BAD_IMAGE_POLICIES, default="error", help="unreadable images: stop with an error, or skip them (default: error)")
+    parser.add_argument("--dry-run", action="store_true", help="load and check the data, build the model, print both summaries, train nothing")
+    parser.add_argument("--list-models", action="store_true", help="list the registry and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(PROG, lambda: _run(args))
+
+
+def _run(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+    from cifar_edge.train.models import get_spec, list_models
+
+    if args.list_models:
+        for spec in list_models():
+            recipe = spec.recipe
+            print(f"{spec.name:<13} {spec.description}")
+            print(f"{'':<13} default: {recipe.epochs} epochs, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.learning_rate:g} ({recipe.schedule})")
+        return 0
+
+    if args.resume:
+        if not args.out:
+            raise CifarEdgeError("--resume needs --out, the run directory to continue")
+        settings = _resume_settings(args)
+    else:
+        if not args.model:
+            raise CifarEdgeError("--model is required (see --list-models)")
+        get_spec(args.model)  # an unknown name fails here, before the data loads
+        if not args.out and not args.dry_run:
+            raise CifarEdgeError("--out is required: the directory for the run's outputs")
+        from cifar_edge.train.settings import TrainSettings
+
+        settings = TrainSettings.for_model(**{flag: getattr(args, flag) for flag in RUN_FLAGS})
+
+    dataset = load_cifar10(resolve_source(args.data), bad_images=args.bad_images)
+    from cifar_edge.train.models import create_model
+
+    if args.dry_run:
+        print(dataset.summary())
+        model = create_model(settings.model)
+        model.summary(print_fn=lambda line, **_: print(line))
+        print(f"recipe: {settings.recipe()}")
+        print("dry run: nothing trained, nothing written")
+        return 0
+
+    from cifar_edge.train.trainer import train
+
+    # A live progress bar on a terminal, one line per epoch in logs.
+    result = train(settings, dataset, args.out, resume=args.resume, verbose=1 if sys.stdout.isatty() else 2)
+    metrics = result.metrics
+    print(f"{settings.model}: test accuracy {metrics['test_accuracy']:.2%} on {metrics['test_images']} images "
+          f"after {metrics['epochs']} epochs, {metrics['wall_time_seconds']:.0f} s, "
+          f"{metrics['train_images_per_second']} train images/s ({metrics['device']['backend']})")
+    print(f"outputs in {result.out_dir}:")
+    for name, path in result.files.items():
+        print(f"  {name:<22} {path}")
+    return 0
+
+
+def _resume_settings(args):
+    from cifar_edge.train.settings import read_checkpoint_settings
+
+    settings = read_checkpoint_settings(args.out)
+    for flag in RUN_FLAGS:
+        given = getattr(args, flag)
+        if given is not None and given != getattr(settings, flag):
+            raise CifarEdgeError(
+                f"--{flag.replace('_', '-')} {given} differs from the run being resumed "
+                f"({getattr(settings, flag)}); --resume repeats the saved settings"
+            )
+    return settings
+
+
+if __name__ == "__main__":
+    sys.exit(main())

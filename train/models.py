@@ -1,0 +1,287 @@
+"""The model registry: `create_model(name)` looks up a small builder function.
+
+Every model keeps the contract: input `image`, uint8 RGB (N, 32, 32, 3); scaling inside
+the model; output `probabilities`, softmax over the 10 classes in float32 even under mixed
+precision. Only built-in Keras layers are used, so a saved `.keras` file loads anywhere
+Keras does, with no cifar_edge import.
+
+Each entry also carries its default training `Recipe`, because a model and the schedule
+that makes it reach its figure belong together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from cifar_edge.runtime.errors import CifarEdgeError
+from cifar_edge.runtime.labels import NUM_CLASSES
+
+# Per-channel statistics of the CIFAR-10 training split, on the 0..1 scale.
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a model trains by default; `cifar-train` flags override parts of it."""
+
+    epochs: int
+    """Full passes over the training images."""
+    batch_size: int
+    """Images per optimizer step."""
+    optimizer: str
+    """`sgd` or `adam`."""
+    learning_rate: float
+    """Peak learning rate (the constant one for `schedule="constant"`)."""
+    momentum: float = 0.9
+    """SGD momentum; ignored by Adam."""
+    nesterov: bool = False
+    """Nesterov momentum for SGD."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay, multiplied by the learning rate at each step."""
+    schedule: str = "constant"
+    """`constant`, `cosine` (after a linear warm-up) or `exponential` (per-epoch decay)."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up from zero, for `cosine`."""
+    decay_per_epoch: float = 1.0
+    """Learning-rate factor per epoch, for `exponential`."""
+    label_smoothing: float = 0.0
+    """Weight moved from the true class to a uniform target."""
+    flip: bool = False
+    """Random horizontal flips."""
+    shift_pixels: int = 0
+    """Random translations of up to this many pixels each way (reflect-padded)."""
+    weight_averaging: bool = False
+    """Evaluate and save an exponential moving average of the weights."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry."""
+
+    name: str
+    builder: Callable[[], object]
+    description: str
+    recipe: Recipe
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+class UnknownModelError(CifarEdgeError):
+    pass
+
+
+def register(name: str, description: str, recipe: Recipe):
+    def decorate(builder: Callable[[], object]) -> Callable[[], object]:
+        _REGISTRY[name] = ModelSpec(name, builder, description, recipe)
+        return builder
+
+    return decorate
+
+
+def list_models() -> list[ModelSpec]:
+    return list(_REGISTRY.values())
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownModelError(f"unknown model {name!r}; known models: {', '.join(_REGISTRY)}") from None
+
+
+def create_model(name: str):
+    """Build the named model (a `keras.Model`, uncompiled)."""
+    return get_spec(name).builder()
+
+
+# --- shared pieces -------------------------------------------------------------------
+
+
+def _layers():
+    # Keras is imported on first build, so listing the registry stays instant.
+    import keras
+
+    return keras.layers
+
+
+def _contract_input():
+    import keras
+
+    return keras.Input(shape=(32, 32, 3), dtype="uint8", name="image")
+
+
+def _scale_to_unit(layers, inputs):
+    return layers.Rescaling(1.0 / 255, name="scale")(inputs)
+
+
+def _standardize(layers, inputs):
+    # One multiply-add per channel: (x / 255 - mean) / std.
+    scale = [1.0 / (255 * s) for s in CIFAR10_STD]
+    offset = [-m / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD, strict=True)]
+    return layers.Rescaling(scale=scale, offset=offset, name="standardize")(inputs)
+
+
+def _probabilities(layers, x, use_bias: bool = True):
+    x = layers.Dense(NUM_CLASSES, use_bias=use_bias, name="logits")(x)
+    # float32 softmax even under a mixed policy: half-precision probabilities round badly.
+    return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+
+def _model(inputs, outputs, name: str):
+    import keras
+
+    return keras.Model(inputs, outputs, name=name)
+
+
+# --- the tutorials' VGG-style models -------------------------------------------------
+
+# The tutorials' optimizer: plain SGD at 0.001 with momentum 0.9, batch 64, 100 epochs.
+_TUTORIAL = Recipe(epochs=100, batch_size=64, optimizer="sgd", learning_rate=0.001, momentum=0.9)
+
+
+def _vgg(name: str, widths: tuple[int, ...], dropouts=None, dense_dropout=None, batch_norm=False):
+    layers = _layers()
+    inputs = _contract_input()
+    x = _scale_to_unit(layers, inputs)
+    for block, width in enumerate(widths):
+        for _ in range(2):
+            x = layers.Conv2D(width, 3, padding="same", activation="relu", kernel_initializer="he_uniform")(x)
+            if batch_norm:
+                x = layers.BatchNormalization()(x)
+        x = layers.MaxPooling2D(2)(x)
+        if dropouts:
+            x = layers.Dropout(dropouts[block])(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(128, activation="relu", kernel_initializer="he_uniform")(x)
+    if batch_norm:
+        x = layers.BatchNormalization()(x)
+    if dense_dropout:
+        x = layers.Dropout(dense_dropout)(x)
+    return _model(inputs, _probabilities(layers, x), name)
+
+
+@register("vgg1", "tutorial baseline: 1 VGG block (32 filters), dense 128; 67.1% reported", _TUTORIAL)
+def vgg1():
+    return _vgg("vgg1", (32,))
+
+
+@register("vgg2", "tutorial baseline: 2 VGG blocks (32, 64); 71.1% reported", _TUTORIAL)
+def vgg2():
+    return _vgg("vgg2", (32, 64))
+
+
+@register("vgg3", "tutorial baseline: 3 VGG blocks (32, 64, 128); 73.5% reported", _TUTORIAL)
+def vgg3():
+    return _vgg("vgg3", (32, 64, 128))
+
+
+@register("vgg3-dropout", "3 VGG blocks with dropout 0.2 after each block and the dense layer; 83.5% reported", _TUTORIAL)
+def vgg3_dropout():
+    return _vgg("vgg3-dropout", (32, 64, 128), dropouts=(0.2, 0.2, 0.2), dense_dropout=0.2)
+
+
+@register(
+    "vgg3-plus",
+    "3 VGG blocks, dropout growing 0.2/0.3/0.4/0.5, batch norm, flip + 10% shift; 88.6% reported after 400 epochs",
+    Recipe(epochs=400, batch_size=64, optimizer="sgd", learning_rate=0.001, momentum=0.9, flip=True, shift_pixels=3),
+)
+def vgg3_plus():
+    return _vgg("vgg3-plus", (32, 64, 128), dropouts=(0.2, 0.3, 0.4), dense_dropout=0.5, batch_norm=True)
+
+
+@register(
+    "deep15",
+    "15 3x3 convs in 3 stages (32/64/128, batch norm), global max pool, dropout 0.25, dense 500",
+    Recipe(
+        epochs=60, batch_size=128, optimizer="sgd", learning_rate=0.05, nesterov=True, weight_decay=5e-4,
+        schedule="cosine", warmup_epochs=2, label_smoothing=0.1, flip=True, shift_pixels=4,
+    ),
+)
+def deep15():
+    layers = _layers()
+    inputs = _contract_input()
+    x = _scale_to_unit(layers, inputs)
+    for stage, width in enumerate((32, 64, 128)):
+        if stage:
+            x = layers.MaxPooling2D(2)(x)
+        for _ in range(5):
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+    x = layers.GlobalMaxPooling2D()(x)
+    x = layers.Dropout(0.25)(x)
+    x = layers.Dense(500, activation="relu")(x)
+    return _model(inputs, _probabilities(layers, x), "deep15")
+
+
+# --- the edge model ------------------------------------------------------------------
+
+
+@register(
+    "resnet8",
+    "MLPerf Tiny image-classification reference: ResNet v1, 16/32/64 filters, ~78K params, ~12.5M MACs",
+    Recipe(
+        epochs=40, batch_size=128, optimizer="sgd", learning_rate=0.1, nesterov=True, weight_decay=0.0,
+        schedule="cosine", warmup_epochs=2, label_smoothing=0.1, flip=True, shift_pixels=4,
+    ),
+)
+def resnet8():
+    import keras
+
+    layers = _layers()
+    # As in the MLPerf Tiny reference: he_normal kernels with L2 1e-4, BN after every conv.
+    conv_options = dict(padding="same", kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(1e-4))
+    inputs = _contract_input()
+    x = _scale_to_unit(layers, inputs)
+    x = layers.Conv2D(16, 3, **conv_options)(x)
+    x = layers.ReLU()(layers.BatchNormalization()(x))
+    for width, stride in ((16, 1), (32, 2), (64, 2)):
+        y = layers.Conv2D(width, 3, strides=stride, **conv_options)(x)
+        y = layers.ReLU()(layers.BatchNormalization()(y))
+        y = layers.Conv2D(width, 3, **conv_options)(y)
+        y = layers.BatchNormalization()(y)
+        if stride != 1:
+            x = layers.Conv2D(width, 1, strides=stride, **conv_options)(x)  # projection shortcut
+        x = layers.ReLU()(layers.Add()([x, y]))
+    x = layers.AveragePooling2D(pool_size=8)(x)
+    x = layers.Flatten()(x)
+    return _model(inputs, _probabilities(layers, x), "resnet8")
+
+
+# --- the time-to-accuracy model ------------------------------------------------------
+
+
+@register(
+    "fast",
+    "speed-record style net: conv-pool-BN-ReLU blocks 64/256/256, label smoothing, Nesterov SGD, weight averaging",
+    Recipe(
+        epochs=20, batch_size=512, optimizer="sgd", learning_rate=0.4, nesterov=True, weight_decay=5e-4,
+        schedule="cosine", warmup_epochs=3, label_smoothing=0.2, flip=True, shift_pixels=2, weight_averaging=True,
+    ),
+)
+def fast():
+    layers = _layers()
+
+    def conv_bn_relu(x, width, pool=False):
+        x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
+        if pool:
+            # Pool before BN and the activation: the same result at a quarter of their cost.
+            x = layers.MaxPooling2D(2)(x)
+        # Low BN momentum: statistics must keep up over a run of only a few epochs.
+        x = layers.BatchNormalization(momentum=0.6)(x)
+        return layers.ReLU()(x)
+
+    inputs = _contract_input()
+    x = _standardize(layers, inputs)
+    x = conv_bn_relu(x, 32)
+    for width in (64, 256, 256):
+        x = conv_bn_relu(x, width, pool=True)
+        x = conv_bn_relu(x, width)
+    x = layers.GlobalMaxPooling2D()(x)
+    return _model(inputs, _probabilities(layers, x, use_bias=False), "fast")

@@ -1,0 +1,340 @@
+"""`train()`: fit a registry model on CIFAR-10 and write everything a run leaves behind.
+
+A run directory holds, when finished:
+
+    model.keras            the trained model, no optimizer state (loads with plain Keras)
+    history.csv            one row per epoch: loss and accuracy, train and test, learning rate, seconds
+    learning_curves.png    loss and accuracy, train against test
+    confusion_matrix.png   test predictions per true class
+    metrics.json           test accuracy overall and per class, wall time, images/s, device
+    config.json            everything needed to train it again, with the command
+    logs/                  TensorBoard logs
+
+While it runs, `checkpoint/` holds the model with its optimizer state after every epoch,
+so `resume=True` continues a killed run losing at most the epoch in progress.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+import math
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+from cifar_edge.runtime.data import Cifar10, Split
+from cifar_edge.runtime.files import atomic_path, write_json, write_text
+from cifar_edge.train.models import Recipe, create_model
+from cifar_edge.train.pipeline import TrainingBatches, one_hot
+from cifar_edge.train.report import confusion_matrix, history_csv, plot_confusion_matrix, plot_learning_curves
+from cifar_edge.train.settings import (
+    CHECKPOINT_DIR,
+    DISTRIBUTIONS,
+    PRECISIONS,
+    TrainError,
+    TrainSettings,
+    read_state,
+)
+
+log = logging.getLogger("cifar_edge.train")
+
+# Averaging window of the weight EMA: about the last hundred steps.
+EMA_MOMENTUM = 0.99
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out_dir: Path
+    files: dict[str, Path]
+    metrics: dict
+
+
+def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike, *, resume: bool = False, verbose="auto") -> TrainResult:
+    """Train `settings.model` on `dataset` and write the run directory `out_dir`."""
+    started = time.perf_counter()
+    out = _prepare_out_dir(Path(out_dir))
+    checkpoint = out / CHECKPOINT_DIR
+    state = read_state(out)
+    if resume and state is None:
+        raise TrainError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/ from an unfinished run)")
+    if not resume and state is not None:
+        raise TrainError(
+            f"{out} holds an unfinished run ({CHECKPOINT_DIR}/, epoch {state['epoch']}); "
+            f"continue it with --resume, or remove {checkpoint} to start over"
+        )
+
+    recipe = settings.recipe()
+    train_split = _limit(dataset.train, settings.limit_train, settings.seed)
+    test_split = _limit(dataset.test, settings.limit_test, settings.seed)
+    steps_per_epoch = math.ceil(len(train_split) / settings.batch_size)
+    device = describe_device()
+    previous_policy = keras.mixed_precision.global_policy()
+    policy = _precision_policy(settings.mixed_precision, device)
+    keras.utils.set_random_seed(settings.seed)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        with _distribution_scope(settings.distribute):
+            if resume:
+                model = keras.models.load_model(checkpoint / "model.keras")
+                first_epoch, history, earlier_seconds = state["epoch"], state["history"], state["wall_seconds"]
+                log.info("resuming %s at epoch %d of %d", out, first_epoch + 1, settings.epochs)
+            else:
+                model = create_model(settings.model)
+                _compile(model, recipe, steps_per_epoch)
+                first_epoch, history, earlier_seconds = 0, [], 0.0
+            recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds)
+            callbacks: list = [recorder]
+            # Keras writes TensorBoard logs through tf.summary, whatever the backend.
+            if all(importlib.util.find_spec(name) for name in ("tensorflow", "tensorboard")):
+                callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "logs")))
+            else:
+                log.warning("TensorBoard logs need tensorflow and tensorboard installed; %s/logs was not written", out)
+            batches = TrainingBatches(
+                train_split.images, train_split.labels, settings.batch_size,
+                flip=recipe.flip, shift_pixels=recipe.shift_pixels, seed=settings.seed, first_epoch=first_epoch,
+            )
+            if first_epoch < settings.epochs:
+                model.fit(
+                    batches,
+                    validation_data=(test_split.images, one_hot(test_split.labels)),
+                    validation_batch_size=max(256, settings.batch_size),
+                    epochs=settings.epochs,
+                    initial_epoch=first_epoch,
+                    callbacks=callbacks,
+                    verbose=verbose,
+                )
+            elif recipe.weight_averaging:
+                # Killed after the last checkpoint: fit() would have swapped the averaged
+                # weights in at its end, so do that here.
+                model.optimizer.finalize_variable_values(model.trainable_weights)
+        # The delivered model carries no optimizer: it loads with plain Keras anywhere.
+        final = keras.models.clone_model(model)
+        final.set_weights(model.get_weights())
+        probabilities = final.predict(test_split.images, batch_size=512, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+
+    wall_seconds = earlier_seconds + time.perf_counter() - started
+    predictions = np.argmax(probabilities, axis=1)
+    confusion = confusion_matrix(test_split.labels, predictions)
+    per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+    metrics = {
+        "model": settings.model,
+        "test_accuracy": float(np.mean(predictions == test_split.labels)),
+        "test_images": len(test_split),
+        "per_class_accuracy": {name: float(value) for name, value in zip(dataset.class_names, per_class, strict=True)},
+        "confusion_matrix": confusion.tolist(),
+        "epochs": settings.epochs,
+        "train_images": len(train_split),
+        "wall_time_seconds": round(wall_seconds, 2),
+        "train_images_per_second": _images_per_second(recorder.history, len(train_split)),
+        "parameters": int(final.count_params()),
+        "precision_policy": policy,
+        "device": device,
+        "data_source": dataset.source,
+    }
+    config = {
+        "model": settings.model,
+        "settings": dataclasses.asdict(settings),
+        "recipe": recipe.to_dict(),
+        "data": {"source": dataset.source, "train_images": len(train_split), "test_images": len(test_split)},
+        "versions": _versions(),
+        "command": settings.command(dataset.source),
+    }
+
+    files = {name: out / name for name in ("model.keras", "history.csv", "learning_curves.png", "confusion_matrix.png", "metrics.json", "config.json")}
+    with atomic_path(files["model.keras"]) as temporary:
+        final.save(temporary)
+    write_text(files["history.csv"], history_csv(recorder.history))
+    plot_learning_curves(recorder.history, files["learning_curves.png"], title=f"{settings.model} on CIFAR-10")
+    plot_confusion_matrix(confusion, dataset.class_names, files["confusion_matrix.png"], title=f"{settings.model}: test accuracy {metrics['test_accuracy']:.2%}")
+    write_json(files["metrics.json"], metrics)
+    write_json(files["config.json"], config)
+    # Only now is the run complete; until here a kill leaves a checkpoint to resume.
+    shutil.rmtree(checkpoint, ignore_errors=True)
+    if (out / "logs").is_dir():
+        files["logs"] = out / "logs"
+    return TrainResult(out, files, metrics)
+
+
+# --- pieces --------------------------------------------------------------------------
+
+
+class _RunRecorder(keras.callbacks.Callback):
+    """Times each epoch, keeps the history, and checkpoints after every epoch."""
+
+    def __init__(self, checkpoint: Path, settings: TrainSettings, history: list[dict], started: float, earlier_seconds: float):
+        super().__init__()
+        self.checkpoint, self.settings, self.history = checkpoint, settings, list(history)
+        self.started, self.earlier_seconds = started, earlier_seconds
+        self._epoch_start = 0.0
+        self._train_seconds: float | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch_start, self._train_seconds = time.perf_counter(), None
+
+    def on_test_begin(self, logs=None):
+        # Validation runs at the end of each epoch; the time before it is training time.
+        if self._train_seconds is None:
+            self._train_seconds = time.perf_counter() - self._epoch_start
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        train_seconds = self._train_seconds if self._train_seconds is not None else time.perf_counter() - self._epoch_start
+        self.history.append({
+            "epoch": epoch + 1,
+            "loss": float(logs.get("loss", float("nan"))),
+            "accuracy": float(logs.get("accuracy", float("nan"))),
+            "test_loss": float(logs.get("val_loss", float("nan"))),
+            "test_accuracy": float(logs.get("val_accuracy", float("nan"))),
+            "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
+            "train_seconds": round(train_seconds, 3),
+        })
+        self.checkpoint.mkdir(exist_ok=True)
+        with atomic_path(self.checkpoint / "model.keras") as temporary:
+            self.model.save(temporary)
+        # state.json is written after the model, so it never points at an older model.
+        write_json(self.checkpoint / "state.json", {
+            "epoch": epoch + 1,
+            "settings": dataclasses.asdict(self.settings),
+            "history": self.history,
+            "wall_seconds": self.earlier_seconds + time.perf_counter() - self.started,
+        })
+
+
+def _prepare_out_dir(out: Path) -> Path:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / ".write-test"):
+            pass
+        (out / ".write-test").unlink()
+    except OSError as error:
+        raise TrainError(f"--out {out}: cannot write there ({error.strerror or error})") from None
+    return out.resolve()
+
+
+def _limit(split: Split, limit: int | None, seed: int) -> Split:
+    return split.balanced_subset(limit, seed) if limit else split
+
+
+def _compile(model, recipe: Recipe, steps_per_epoch: int) -> None:
+    total_steps = recipe.epochs * steps_per_epoch
+    if recipe.schedule == "constant":
+        learning_rate = recipe.learning_rate
+    elif recipe.schedule == "cosine":
+        # A warm-up longer than a quarter of the run would leave no time to decay.
+        warmup = min(int(recipe.warmup_epochs * steps_per_epoch), total_steps // 4)
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=0.0 if warmup else recipe.learning_rate,
+            decay_steps=max(1, total_steps - warmup),
+            warmup_target=recipe.learning_rate if warmup else None,
+            warmup_steps=warmup,
+        )
+    elif recipe.schedule == "exponential":
+        learning_rate = keras.optimizers.schedules.ExponentialDecay(
+            recipe.learning_rate, decay_steps=steps_per_epoch, decay_rate=recipe.decay_per_epoch, staircase=True
+        )
+    else:
+        raise ValueError(f"unknown schedule {recipe.schedule!r}")
+    common = {
+        "weight_decay": recipe.weight_decay or None,
+        "use_ema": recipe.weight_averaging,
+        "ema_momentum": EMA_MOMENTUM,
+    }
+    if recipe.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov, **common)
+    elif recipe.optimizer == "adam":
+        optimizer = keras.optimizers.Adam(learning_rate, **common)
+    else:
+        raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+
+
+def _precision_policy(mixed_precision: str, device: dict) -> str:
+    if mixed_precision not in PRECISIONS:
+        raise TrainError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, not {mixed_precision!r}")
+    if mixed_precision == "on" or (mixed_precision == "auto" and device["accelerators"]):
+        return "mixed_float16"
+    return "float32"
+
+
+@contextlib.contextmanager
+def _distribution_scope(distribute: str):
+    if distribute not in DISTRIBUTIONS:
+        raise TrainError(f"--distribute must be one of {', '.join(DISTRIBUTIONS)}, not {distribute!r}")
+    if distribute == "none":
+        yield
+        return
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.distribute.MirroredStrategy().scope():
+            yield
+    elif backend == "jax":
+        # Keras' JAX counterpart of MirroredStrategy: replicate, split each batch.
+        keras.distribution.set_distribution(keras.distribution.DataParallel())
+        try:
+            yield
+        finally:
+            keras.distribution.set_distribution(None)
+    else:
+        raise TrainError(f"--distribute mirrored needs the tensorflow or jax backend, not {backend}")
+
+
+def describe_device() -> dict:
+    """The backend, its accelerators and the CPU this process trains on."""
+    backend = keras.backend.backend()
+    accelerators: list[str] = []
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        for gpu in tf.config.list_physical_devices("GPU"):
+            accelerators.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+    elif backend == "jax":
+        import jax
+
+        accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+    elif backend == "torch":
+        import torch
+
+        accelerators = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {"backend": backend, "accelerators": accelerators, "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _images_per_second(history: list[dict], train_images: int) -> float | None:
+    seconds = [row["train_seconds"] for row in history]
+    # The first epoch also compiles the step function; leave it out when there are others.
+    steady = seconds[1:] if len(seconds) > 1 else seconds
+    return round(train_images / float(np.median(steady)), 1) if steady else None
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {"python": sys.version.split()[0], "keras": keras.__version__, "backend": keras.backend.backend(), "numpy": np.__version__}
+    for package in ("cifar-edge", "tensorflow", "jax"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[package] = version(package)
+    return versions
