@@ -116,8 +116,9 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
                 # Killed after the last checkpoint: fit() would have swapped the averaged
                 # weights in at its end, so do that here.
                 model.optimizer.finalize_variable_values(model.trainable_weights)
-        # The delivered model carries no optimizer: it loads with plain Keras anywhere.
-        final = keras.models.clone_model(model)
+        # The delivered model is rebuilt uncompiled (clone_model would keep the compile
+        # config), so it carries no optimizer and loads with plain Keras anywhere.
+        final = create_model(settings.model)
         final.set_weights(model.get_weights())
         probabilities = final.predict(test_split.images, batch_size=512, verbose=0)
     finally:

@@ -1,0 +1,86 @@
+"""Shared fixtures: small real data cut from the CIFAR-10 JPEG tarball, in every layout."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+TRAIN_PER_CLASS = 30
+TEST_PER_CLASS = 10
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory):
+    """Decoded caches go to a fresh folder, never the user's ~/.cache."""
+    cache = tmp_path_factory.mktemp("cache")
+    previous = os.environ.get("CIFAR_EDGE_CACHE")
+    os.environ["CIFAR_EDGE_CACHE"] = str(cache)
+    yield cache
+    if previous is None:
+        os.environ.pop("CIFAR_EDGE_CACHE", None)
+    else:
+        os.environ["CIFAR_EDGE_CACHE"] = previous
+
+
+@pytest.fixture(scope="session")
+def shared_tarball() -> Path:
+    for candidate in (os.environ.get("CIFAR10_DATA"), SHARED_TARBALL):
+        if candidate and Path(candidate).is_file() and tarfile.is_tarfile(candidate):
+            return Path(candidate)
+    pytest.skip("needs the CIFAR-10 JPEG tarball: set CIFAR10_DATA or place it at ../shared/data/")
+
+
+@pytest.fixture(scope="session")
+def image_tree(shared_tarball, tmp_path_factory) -> Path:
+    """A real image-folder tree: 30 train and 10 test JPEGs per class (400 images)."""
+    root = tmp_path_factory.mktemp("tree")
+    keep = {"train": TRAIN_PER_CLASS, "test": TEST_PER_CLASS}
+    with tarfile.open(shared_tarball, mode="r|*") as archive:
+        for member in archive:
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) == 3 and parts[0] in keep and int(Path(parts[2]).stem) < keep[parts[0]]:
+                target = root.joinpath(*parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.extractfile(member).read())
+    return root
+
+
+@pytest.fixture(scope="session")
+def small_dataset(image_tree):
+    from cifar_edge.runtime.data import load_cifar10
+
+    return load_cifar10(image_tree)
+
+
+def _batch_pickle(images: np.ndarray, labels: np.ndarray) -> bytes:
+    # The official layout: rows of planar R, G, B; bytes keys as Python 2 wrote them.
+    rows = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    return pickle.dumps({b"batch_label": b"test", b"labels": [int(x) for x in labels], b"data": rows}, protocol=2)
+
+
+def write_official_tarball(path: Path, dataset, batches: dict[str, bytes] | None = None) -> Path:
+    """Write `dataset` as an official-format cifar-10-python.tar.gz; `batches` overrides files."""
+    parts = np.array_split(np.arange(len(dataset.train)), 5)
+    files = {f"data_batch_{i + 1}": _batch_pickle(dataset.train.images[p], dataset.train.labels[p]) for i, p in enumerate(parts)}
+    files["test_batch"] = _batch_pickle(dataset.test.images, dataset.test.labels)
+    files["batches.meta"] = pickle.dumps({b"label_names": [n.encode() for n in dataset.class_names]}, protocol=2)
+    files.update(batches or {})
+    with tarfile.open(path, "w:gz") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.fixture(scope="session")
+def official_tarball(small_dataset, tmp_path_factory) -> Path:
+    return write_official_tarball(tmp_path_factory.mktemp("official") / "cifar-10-python.tar.gz", small_dataset)

@@ -1,0 +1,264 @@
+"""`cifar-train` and the trainer: outputs, resume, bad input, backends."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from cifar_edge.train import trainer  # noqa: E402
+from cifar_edge.train.cli import main  # noqa: E402
+from cifar_edge.train.settings import TrainError, TrainSettings  # noqa: E402
+from cifar_edge.train.trainer import train  # noqa: E402
+from conftest import write_official_tarball  # noqa: E402
+
+OUTPUTS = ("model.keras", "history.csv", "learning_curves.png", "confusion_matrix.png", "metrics.json", "config.json")
+TINY = dict(batch_size=64, limit_train=200, limit_test=100)
+
+
+def tiny_settings(epochs: int = 1, **overrides) -> TrainSettings:
+    return TrainSettings.for_model("resnet8", epochs=epochs, **{**TINY, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tiny_run(small_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return train(tiny_settings(), small_dataset, out, verbose=0)
+
+
+def test_run_writes_every_output(tiny_run):
+    for name in OUTPUTS:
+        assert (tiny_run.out_dir / name).is_file(), name
+        assert (tiny_run.out_dir / name).stat().st_size > 0, name
+    assert any((tiny_run.out_dir / "logs").rglob("events.out.tfevents.*")), "no TensorBoard events"
+    assert not (tiny_run.out_dir / "checkpoint").exists(), "a finished run leaves no checkpoint"
+    for png in ("learning_curves.png", "confusion_matrix.png"):
+        assert (tiny_run.out_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_metrics_and_config_describe_the_run(tiny_run, small_dataset):
+    metrics = json.loads((tiny_run.out_dir / "metrics.json").read_text())
+    assert metrics == tiny_run.metrics
+    assert metrics["test_images"] == 100 and metrics["train_images"] == 200
+    assert set(metrics["per_class_accuracy"]) == set(small_dataset.class_names)
+    assert np.array(metrics["confusion_matrix"]).sum() == 100
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["train_images_per_second"] > 0 and metrics["wall_time_seconds"] > 0
+    assert metrics["device"]["backend"] == keras.backend.backend()
+    config = json.loads((tiny_run.out_dir / "config.json").read_text())
+    assert config["settings"]["model"] == "resnet8" and config["recipe"]["epochs"] == 1
+    assert config["command"].startswith("cifar-train --model resnet8 --epochs 1")
+    assert "--limit-train 200" in config["command"]
+    with (tiny_run.out_dir / "history.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [row["epoch"] for row in rows] == ["1"]
+    assert float(rows[0]["test_accuracy"]) == pytest.approx(metrics["test_accuracy"], abs=0.05)
+
+
+def test_saved_model_keeps_the_contract_and_loads_without_cifar_edge(tiny_run, small_dataset):
+    path = tiny_run.out_dir / "model.keras"
+    code = (
+        "import sys, keras, numpy as np\n"
+        "assert not any(m.startswith('cifar_edge') for m in sys.modules)\n"
+        f"m = keras.models.load_model({str(path)!r})\n"
+        "p = m.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0)\n"
+        "print(m.inputs[0].dtype, p.shape, p.dtype, getattr(m, 'optimizer', None))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "uint8 (2, 10) float32 None" in result.stdout
+    model = keras.models.load_model(path)
+    probabilities = model.predict(small_dataset.test.images[:100], verbose=0)
+    accuracy = float(np.mean(probabilities.argmax(1) == small_dataset.test.labels[:100]))
+    assert 0.0 <= accuracy <= 1.0
+
+
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(small_dataset, tmp_path, monkeypatch):
+    reference = train(tiny_settings(epochs=2), small_dataset, tmp_path / "reference", verbose=0)
+
+    original = trainer._RunRecorder.on_epoch_end
+
+    def killed_after_first_epoch(self, epoch, logs=None):
+        original(self, epoch, logs)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", killed_after_first_epoch)
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_settings(epochs=2), small_dataset, out, verbose=0)
+    monkeypatch.undo()
+    assert (out / "checkpoint" / "state.json").is_file()
+    assert not (out / "model.keras").exists()
+
+    with pytest.raises(TrainError, match="--resume"):
+        train(tiny_settings(epochs=2), small_dataset, out, verbose=0)
+
+    resumed = train(tiny_settings(epochs=2), small_dataset, out, resume=True, verbose=0)
+    with (out / "history.csv").open() as file:
+        rows = list(csv.DictReader(file))
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert not (out / "checkpoint").exists()
+    with (reference.out_dir / "history.csv").open() as file:
+        expected = list(csv.DictReader(file))
+    # Same batches, same optimizer state: epoch 2 trains as if nothing had happened.
+    assert float(rows[1]["loss"]) == pytest.approx(float(expected[1]["loss"]), rel=0.02)
+    assert float(rows[1]["learning_rate"]) == pytest.approx(float(expected[1]["learning_rate"]), rel=1e-5)
+    assert resumed.metrics["test_accuracy"] == pytest.approx(reference.metrics["test_accuracy"], abs=0.05)
+
+
+def test_cli_trains_and_reports(image_tree, tmp_path, capsys):
+    out = tmp_path / "cli-run"
+    code = main(["--model", "resnet8", "--epochs", "1", "--limit-train", "100", "--limit-test", "50",
+                 "--batch-size", "50", "--data", str(image_tree), "--out", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and str(out) in printed
+    for name in OUTPUTS:
+        assert (out / name).is_file()
+
+
+def test_cli_resume_uses_the_saved_settings(small_dataset, image_tree, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", _interrupt_after(trainer._RunRecorder.on_epoch_end))
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_settings(epochs=2), small_dataset, out, verbose=0)
+    monkeypatch.undo()
+    assert main(["--resume", "--out", str(out), "--epochs", "5", "--data", str(image_tree)]) == 2
+    assert "differs from the run being resumed" in capsys.readouterr().err
+    assert main(["--resume", "--out", str(out), "--data", str(image_tree)]) == 0
+    assert (out / "model.keras").is_file()
+
+
+def _interrupt_after(on_epoch_end):
+    def wrapped(self, epoch, logs=None):
+        on_epoch_end(self, epoch, logs)
+        raise KeyboardInterrupt
+
+    return wrapped
+
+
+def test_dry_run_prints_summaries_and_writes_nothing(image_tree, tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["--model", "vgg3-plus", "--data", str(image_tree), "--out", str(out), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "airplane" in printed and "300" in printed and "100" in printed  # counts per class and split
+    assert "Total params" in printed
+    assert not out.exists()
+
+
+def _hostile_pickle_tarball(path: Path, dataset, marker: Path) -> Path:
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    return write_official_tarball(path, dataset, {"data_batch_1": pickle.dumps(Payload(), protocol=2)})
+
+
+def _escaping_tarball(path: Path, image_tree: Path) -> Path:
+    with tarfile.open(path, "w:gz") as archive:
+        archive.add(image_tree / "train", arcname="train")
+        archive.add(image_tree / "test", arcname="test")
+        info = tarfile.TarInfo("../escaped.txt")
+        data = b"should never be written"
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("hostile", ["pickle", "escape"])
+def test_dry_run_on_a_hostile_tarball_fails_in_one_line(hostile, small_dataset, image_tree, tmp_path):
+    marker = tmp_path / "payload-ran"
+    if hostile == "pickle":
+        data = _hostile_pickle_tarball(tmp_path / "cifar-10-python.tar.gz", small_dataset, marker)
+    else:
+        data = _escaping_tarball(tmp_path / "data.tar.gz", image_tree)
+    out = tmp_path / "out"
+    before = set(tmp_path.rglob("*"))
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_edge.train.cli", "--model", "resnet8", "--epochs", "1", "--limit-train", "2000",
+         "--data", str(data), "--out", str(out), "--dry-run"],
+        capture_output=True, text=True, env={**os.environ, "CIFAR_EDGE_CACHE": str(tmp_path / "cache")},
+    )
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("cifar-train: error:")]
+    assert len(errors) == 1 and "refused" in errors[0]
+    assert "Traceback" not in result.stderr
+    assert not marker.exists()
+    assert set(tmp_path.rglob("*")) == before, "nothing may be written"
+    assert not (tmp_path.parent / "escaped.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "resnet9000", "--out", "X"], "known models: vgg1"),
+        (["--model", "resnet8", "--epochs", "0", "--out", "X"], "--epochs"),
+        (["--model", "resnet8", "--batch-size", "-3", "--out", "X"], "--batch-size"),
+        (["--model", "resnet8", "--learning-rate", "nan", "--out", "X"], "--learning-rate"),
+        (["--model", "resnet8"], "--out is required"),
+        (["--epochs", "1", "--out", "X"], "--model is required"),
+        (["--resume", "--out", "NOWHERE"], "nothing to resume"),
+        (["--model", "resnet8", "--data", "/no/such/data", "--out", "X"], "no such file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        raise SystemExit(main(argv))
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cifar-train: error:") and message in err[0]
+    assert not (tmp_path / "X").exists()
+
+
+def test_unwritable_out_is_one_line(image_tree, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    code = main(["--model", "resnet8", "--epochs", "1", "--data", str(image_tree), "--out", str(blocker / "run")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write there" in err[0]
+
+
+def test_list_models_through_the_console_script():
+    script = Path(sys.executable).with_name("cifar-train")
+    if not script.exists():
+        pytest.skip("cifar-train is not installed in this environment")
+    result = subprocess.run([str(script), "--list-models"], capture_output=True, text=True, check=True)
+    for name in ("vgg1", "vgg2", "vgg3", "vgg3-dropout", "vgg3-plus", "deep15", "resnet8", "fast"):
+        assert f"\n{name} " in "\n" + result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax for the KERAS_BACKEND=jax run")
+def test_jax_backend_trains_a_model_that_tensorflow_loads(image_tree, tmp_path, small_dataset):
+    out = tmp_path / "jax-run"
+    result = subprocess.run(
+        [sys.executable, "-m", "cifar_edge.train.cli", "--model", "resnet8", "--epochs", "1", "--limit-train", "100",
+         "--limit-test", "50", "--data", str(image_tree), "--out", str(out)],
+        capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["device"]["backend"] == "jax"
+    assert keras.backend.backend() == "tensorflow"
+    model = keras.models.load_model(out / "model.keras")
+    assert model.predict(small_dataset.test.images[:4], verbose=0).shape == (4, 10)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="MirroredStrategy is TensorFlow's")
+def test_mirrored_strategy_runs_on_the_local_devices(small_dataset, tmp_path):
+    result = train(tiny_settings(distribute="mirrored"), small_dataset, tmp_path / "mirrored", verbose=0)
+    assert (result.out_dir / "model.keras").is_file()
