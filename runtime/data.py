@@ -25,6 +25,7 @@ import pickle
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -234,7 +235,7 @@ def _read_decoded(cached: Path, source: str) -> Cifar10 | None:
                 source=source,
                 skipped=tuple(str(name) for name in arrays["skipped"]),
             )
-    except (OSError, KeyError, ValueError) as error:
+    except (OSError, EOFError, KeyError, ValueError, zipfile.BadZipFile) as error:
         # A cache is only a copy: a damaged one is rebuilt from the source.
         log.warning("ignoring damaged cache %s (%s)", cached, error)
         return None
@@ -313,7 +314,9 @@ def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
     """Refuse the archive if any member could write outside a folder it were extracted to."""
     name = member.name
     pure = PurePosixPath(name)
-    if pure.is_absolute() or name.startswith(("/", "\\")) or ".." in pure.parts or ":" in pure.parts[0]:
+    # `tar -C ROOT .` archives start with a "." member, whose parts are empty.
+    drive_like = bool(pure.parts) and ":" in pure.parts[0]
+    if pure.is_absolute() or name.startswith(("/", "\\")) or ".." in pure.parts or drive_like:
         raise DataError(f"{archive}: refused: member {name!r} escapes the archive's folder")
     if not (member.isfile() or member.isdir()):
         kind = "link" if (member.issym() or member.islnk()) else "special file"
