@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 import cv2
 import numpy as np
+
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path
 from cifar_edge.runtime.labels import CLASS_NAMES, NUM_CLASSES

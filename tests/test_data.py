@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from cifar_edge.runtime import data
 from cifar_edge.runtime.data import Cifar10, DataError, Split, decode_image, download_official, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import CifarEdgeError

@@ -11,6 +11,7 @@ import math
 
 import keras
 import numpy as np
+
 from cifar_edge.runtime.labels import NUM_CLASSES
 
 

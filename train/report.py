@@ -11,9 +11,10 @@ import io
 import os
 
 import numpy as np
+from matplotlib.figure import Figure
+
 from cifar_edge.runtime.files import atomic_path
 from cifar_edge.runtime.labels import NUM_CLASSES
-from matplotlib.figure import Figure
 
 HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy", "learning_rate", "train_seconds")
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+
 from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.files import atomic_path, write_json, write_text
 from cifar_edge.train.models import Recipe, create_model
@@ -62,73 +63,95 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     """Train `settings.model` on `dataset` and write the run directory `out_dir`."""
     started = time.perf_counter()
     out = _prepare_out_dir(Path(out_dir))
-    checkpoint = out / CHECKPOINT_DIR
     state = read_state(out)
     if resume and state is None:
         raise TrainError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/ from an unfinished run)")
     if not resume and state is not None:
         raise TrainError(
             f"{out} holds an unfinished run ({CHECKPOINT_DIR}/, epoch {state['epoch']}); "
-            f"continue it with --resume, or remove {checkpoint} to start over"
+            f"continue it with --resume, or remove {out / CHECKPOINT_DIR} to start over"
         )
 
-    recipe = settings.recipe()
     train_split = _limit(dataset.train, settings.limit_train, settings.seed)
     test_split = _limit(dataset.test, settings.limit_test, settings.seed)
-    steps_per_epoch = math.ceil(len(train_split) / settings.batch_size)
     device = describe_device()
-    previous_policy = keras.mixed_precision.global_policy()
     policy = _precision_policy(settings.mixed_precision, device)
     keras.utils.set_random_seed(settings.seed)
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        with _distribution_scope(settings.distribute):
-            if resume:
-                model = keras.models.load_model(checkpoint / "model.keras")
-                first_epoch, history, earlier_seconds = state["epoch"], state["history"], state["wall_seconds"]
-                log.info("resuming %s at epoch %d of %d", out, first_epoch + 1, settings.epochs)
-            else:
-                model = create_model(settings.model)
-                _compile(model, recipe, steps_per_epoch)
-                first_epoch, history, earlier_seconds = 0, [], 0.0
-            recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds)
-            callbacks: list = [recorder]
-            # Keras writes TensorBoard logs through tf.summary, whatever the backend.
-            if all(importlib.util.find_spec(name) for name in ("tensorflow", "tensorboard")):
-                callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "logs")))
-            else:
-                log.warning("TensorBoard logs need tensorflow and tensorboard installed; %s/logs was not written", out)
-            batches = TrainingBatches(
-                train_split.images, train_split.labels, settings.batch_size,
-                flip=recipe.flip, shift_pixels=recipe.shift_pixels, seed=settings.seed, first_epoch=first_epoch,
-            )
-            if first_epoch < settings.epochs:
-                model.fit(
-                    batches,
-                    validation_data=(test_split.images, one_hot(test_split.labels)),
-                    validation_batch_size=max(256, settings.batch_size),
-                    epochs=settings.epochs,
-                    initial_epoch=first_epoch,
-                    callbacks=callbacks,
-                    verbose=verbose,
-                )
-            elif recipe.weight_averaging:
-                # Killed after the last checkpoint: fit() would have swapped the averaged
-                # weights in at its end, so do that here.
-                model.optimizer.finalize_variable_values(model.trainable_weights)
+    with _global_policy(policy):
+        model, history, earlier_seconds = _fit(settings, train_split, test_split, out, state, started, verbose)
         # The delivered model is rebuilt uncompiled (clone_model would keep the compile
         # config), so it carries no optimizer and loads with plain Keras anywhere.
         final = create_model(settings.model)
         final.set_weights(model.get_weights())
         probabilities = final.predict(test_split.images, batch_size=512, verbose=0)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
 
-    wall_seconds = earlier_seconds + time.perf_counter() - started
+    metrics = _metrics(settings, dataset, train_split, test_split, probabilities, history, final.count_params())
+    metrics.update(
+        wall_time_seconds=round(earlier_seconds + time.perf_counter() - started, 2),
+        precision_policy=policy,
+        device=device,
+        data_source=dataset.source,
+    )
+    config = {
+        "model": settings.model,
+        "settings": dataclasses.asdict(settings),
+        "recipe": settings.recipe().to_dict(),
+        "data": {"source": dataset.source, "train_images": len(train_split), "test_images": len(test_split)},
+        "versions": _versions(),
+        "command": settings.command(dataset.source),
+    }
+    files = _write_outputs(out, final, history, metrics, config, dataset.class_names)
+    # Only now is the run complete; until here a kill leaves a checkpoint to resume.
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    return TrainResult(out, files, metrics)
+
+
+def _fit(settings: TrainSettings, train_split: Split, test_split: Split, out: Path, state: dict | None, started: float, verbose):
+    """Build (or restore) and fit the model; return it, the epoch history and earlier seconds."""
+    recipe = settings.recipe()
+    checkpoint = out / CHECKPOINT_DIR
+    with _distribution_scope(settings.distribute):
+        if state is not None:
+            model = keras.models.load_model(checkpoint / "model.keras")
+            first_epoch, history, earlier_seconds = state["epoch"], state["history"], state["wall_seconds"]
+            log.info("resuming %s at epoch %d of %d", out, first_epoch + 1, settings.epochs)
+        else:
+            model = create_model(settings.model)
+            _compile(model, recipe, steps_per_epoch=math.ceil(len(train_split) / settings.batch_size))
+            first_epoch, history, earlier_seconds = 0, [], 0.0
+        recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds)
+        callbacks: list = [recorder]
+        # Keras writes TensorBoard logs through tf.summary, whatever the backend.
+        if all(importlib.util.find_spec(name) for name in ("tensorflow", "tensorboard")):
+            callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "logs")))
+        else:
+            log.warning("TensorBoard logs need tensorflow and tensorboard installed; %s/logs was not written", out)
+        batches = TrainingBatches(
+            train_split.images, train_split.labels, settings.batch_size,
+            flip=recipe.flip, shift_pixels=recipe.shift_pixels, seed=settings.seed, first_epoch=first_epoch,
+        )
+        if first_epoch < settings.epochs:
+            model.fit(
+                batches,
+                validation_data=(test_split.images, one_hot(test_split.labels)),
+                validation_batch_size=max(256, settings.batch_size),
+                epochs=settings.epochs,
+                initial_epoch=first_epoch,
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+        elif recipe.weight_averaging:
+            # Killed after the last checkpoint: fit() would have swapped the averaged
+            # weights in at its end, so do that here.
+            model.optimizer.finalize_variable_values(model.trainable_weights)
+    return model, recorder.history, earlier_seconds
+
+
+def _metrics(settings, dataset: Cifar10, train_split: Split, test_split: Split, probabilities, history, parameters) -> dict:
     predictions = np.argmax(probabilities, axis=1)
     confusion = confusion_matrix(test_split.labels, predictions)
     per_class = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
-    metrics = {
+    return {
         "model": settings.model,
         "test_accuracy": float(np.mean(predictions == test_split.labels)),
         "test_images": len(test_split),
@@ -136,35 +159,26 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
         "confusion_matrix": confusion.tolist(),
         "epochs": settings.epochs,
         "train_images": len(train_split),
-        "wall_time_seconds": round(wall_seconds, 2),
-        "train_images_per_second": _images_per_second(recorder.history, len(train_split)),
-        "parameters": int(final.count_params()),
-        "precision_policy": policy,
-        "device": device,
-        "data_source": dataset.source,
-    }
-    config = {
-        "model": settings.model,
-        "settings": dataclasses.asdict(settings),
-        "recipe": recipe.to_dict(),
-        "data": {"source": dataset.source, "train_images": len(train_split), "test_images": len(test_split)},
-        "versions": _versions(),
-        "command": settings.command(dataset.source),
+        "train_images_per_second": _images_per_second(history, len(train_split)),
+        "parameters": int(parameters),
     }
 
+
+def _write_outputs(out: Path, model, history: list[dict], metrics: dict, config: dict, class_names) -> dict[str, Path]:
     files = {name: out / name for name in ("model.keras", "history.csv", "learning_curves.png", "confusion_matrix.png", "metrics.json", "config.json")}
     with atomic_path(files["model.keras"]) as temporary:
-        final.save(temporary)
-    write_text(files["history.csv"], history_csv(recorder.history))
-    plot_learning_curves(recorder.history, files["learning_curves.png"], title=f"{settings.model} on CIFAR-10")
-    plot_confusion_matrix(confusion, dataset.class_names, files["confusion_matrix.png"], title=f"{settings.model}: test accuracy {metrics['test_accuracy']:.2%}")
+        model.save(temporary)
+    write_text(files["history.csv"], history_csv(history))
+    plot_learning_curves(history, files["learning_curves.png"], title=f"{metrics['model']} on CIFAR-10")
+    plot_confusion_matrix(
+        np.array(metrics["confusion_matrix"]), class_names, files["confusion_matrix.png"],
+        title=f"{metrics['model']}: test accuracy {metrics['test_accuracy']:.2%}",
+    )
     write_json(files["metrics.json"], metrics)
     write_json(files["config.json"], config)
-    # Only now is the run complete; until here a kill leaves a checkpoint to resume.
-    shutil.rmtree(checkpoint, ignore_errors=True)
     if (out / "logs").is_dir():
         files["logs"] = out / "logs"
-    return TrainResult(out, files, metrics)
+    return files
 
 
 # --- pieces --------------------------------------------------------------------------
@@ -270,6 +284,17 @@ def _precision_policy(mixed_precision: str, device: dict) -> str:
     if mixed_precision == "on" or (mixed_precision == "auto" and device["accelerators"]):
         return "mixed_float16"
     return "float32"
+
+
+@contextlib.contextmanager
+def _global_policy(policy: str):
+    """Keras' dtype policy is process-wide: set it for the run, then put the old one back."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 @contextlib.contextmanager
