@@ -241,6 +241,15 @@ def test_list_models_through_the_console_script():
         assert f"\n{name} " in "\n" + result.stdout
 
 
+def test_fast_reports_test_time_flip_accuracy(small_dataset, tmp_path, tiny_run):
+    result = train(
+        TrainSettings.for_model("fast", epochs=1, batch_size=50, limit_train=100, limit_test=50),
+        small_dataset, tmp_path / "fast", verbose=0,
+    )
+    assert 0.0 <= result.metrics["test_accuracy_flip_tta"] <= 1.0
+    assert "test_accuracy_flip_tta" not in tiny_run.metrics  # resnet8's recipe does not ask for it
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax for the KERAS_BACKEND=jax run")
 def test_jax_backend_trains_a_model_that_tensorflow_loads(image_tree, tmp_path, small_dataset):

@@ -87,6 +87,8 @@ def _run(args) -> int:
     print(f"{settings.model}: test accuracy {metrics['test_accuracy']:.2%} on {metrics['test_images']} images "
           f"after {metrics['epochs']} epochs, {metrics['wall_time_seconds']:.0f} s, "
           f"{metrics['train_images_per_second']} train images/s ({metrics['device']['backend']})")
+    if "test_accuracy_flip_tta" in metrics:
+        print(f"with test-time flip (mean of image and mirror): {metrics['test_accuracy_flip_tta']:.2%}")
     print(f"outputs in {result.out_dir}:")
     for name, path in result.files.items():
         print(f"  {name:<22} {path}")

@@ -54,6 +54,8 @@ class Recipe:
     """Random translations of up to this many pixels each way (reflect-padded)."""
     weight_averaging: bool = False
     """Evaluate and save an exponential moving average of the weights."""
+    test_time_flip: bool = False
+    """Also report accuracy on the mean of the predictions for each image and its mirror."""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -259,10 +261,11 @@ def resnet8():
 
 @register(
     "fast",
-    "speed-record style net: conv-pool-BN-ReLU blocks 64/256/256, label smoothing, Nesterov SGD, weight averaging",
+    "speed-record style net: conv-pool-BN-ReLU blocks 64/256/256, label smoothing, Nesterov SGD, weight averaging, flip TTA",
     Recipe(
         epochs=20, batch_size=512, optimizer="sgd", learning_rate=0.4, nesterov=True, weight_decay=5e-4,
         schedule="cosine", warmup_epochs=3, label_smoothing=0.2, flip=True, shift_pixels=2, weight_averaging=True,
+        test_time_flip=True,
     ),
 )
 def fast():

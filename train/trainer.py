@@ -84,8 +84,15 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
         final = create_model(settings.model)
         final.set_weights(model.get_weights())
         probabilities = final.predict(test_split.images, batch_size=512, verbose=0)
+        mirrored = None
+        if settings.recipe().test_time_flip:
+            mirrored = final.predict(test_split.images[:, :, ::-1], batch_size=512, verbose=0)
 
     metrics = _metrics(settings, dataset, train_split, test_split, probabilities, history, final.count_params())
+    if mirrored is not None:
+        # Reported beside, not instead of, test_accuracy: model.keras itself sees one view.
+        averaged = (probabilities + mirrored) / 2
+        metrics["test_accuracy_flip_tta"] = float(np.mean(np.argmax(averaged, axis=1) == test_split.labels))
     metrics.update(
         wall_time_seconds=round(earlier_seconds + time.perf_counter() - started, 2),
         precision_policy=policy,

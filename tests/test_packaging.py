@@ -1,0 +1,74 @@
+"""The architecture rules that packaging and imports must keep."""
+
+from __future__ import annotations
+
+import ast
+import email
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+PARTS = ("train", "export", "runtime", "benchmarks")
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(REPO)], check=True)
+    (path,) = out.glob("cifar_edge-*.whl")
+    return path
+
+
+def test_wheel_installs_one_namespace(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top_level = {name.split("/")[0] for name in names}
+    assert top_level == {"cifar_edge", next(t for t in top_level if t.endswith(".dist-info"))}
+    for part in PARTS:
+        assert f"cifar_edge/{part}/__init__.py" in names
+
+
+def test_runtime_extra_pulls_no_tensorflow(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = email.message_from_bytes(archive.read(next(n for n in archive.namelist() if n.endswith("METADATA"))))
+    requirements = metadata.get_all("Requires-Dist")
+    base_and_runtime = [r for r in requirements if "extra ==" not in r or 'extra == "runtime"' in r]
+    assert base_and_runtime, requirements
+    assert not [r for r in base_and_runtime if r.lower().startswith(("tensorflow", "keras", "tf2onnx"))]
+    assert any(r.startswith("ai-edge-litert") for r in base_and_runtime)
+    assert any(r.startswith("onnxruntime") for r in base_and_runtime)
+
+
+def test_console_script_is_declared(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        entry_points = archive.read(next(n for n in archive.namelist() if n.endswith("entry_points.txt"))).decode()
+    assert "cifar-train = cifar_edge.train.cli:main" in entry_points
+
+
+@pytest.mark.parametrize("source", sorted((REPO / "runtime").rglob("*.py")), ids=lambda p: p.name)
+def test_runtime_imports_none_of_the_other_parts_nor_tensorflow(source):
+    tree = ast.parse(source.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.add(node.module)
+    forbidden = [m for m in imported if m.split(".")[0] in ("tensorflow", "keras", *PARTS) or
+                 any(m.startswith(f"cifar_edge.{part}") for part in PARTS if part != "runtime")]
+    assert not forbidden, f"{source.name} imports {forbidden}"
+
+
+def test_loading_data_imports_no_tensorflow(image_tree):
+    code = (
+        "import sys\n"
+        "from cifar_edge.runtime.data import load_cifar10\n"
+        f"load_cifar10({str(image_tree)!r})\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'jax', 'torch') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
