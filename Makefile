@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 # The data: $CIFAR10_DATA if set, else the shared local copy if this machine has one,
 # else nothing, and the commands download the official tarball.
-DATA ?= $(or $(CIFAR10_DATA),$(wildcard ../shared/data/cifar10-jpeg.tar.gz))
+DATA ?= $(or $(CIFAR10_DATA),$(abspath $(wildcard ../shared/data/cifar10-jpeg.tar.gz)))
 export CIFAR10_DATA := $(DATA)
 PYTEST_ARGS ?=
 

@@ -156,7 +156,7 @@ def load_cifar10(
     cached = cache / "decoded" / f"{_fingerprint(path)}.npz"
     dataset = _read_decoded(cached, str(path)) if cached.exists() else None
     if dataset is None:
-        log.info("decoding %s (once; later loads read %s)", path, cached)
+        log.info("decoding %s (first load only; later loads read the decoded cache)", path)
         dataset = _decode(path)
         _write_decoded(cached, dataset)
     if dataset.skipped:
@@ -398,7 +398,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+            raise pickle.UnpicklingError(f"{module}.{name}")
         if module == "numpy.core.multiarray":
             module = "numpy._core.multiarray" if hasattr(np, "_core") else module
         return getattr(importlib.import_module(module), name)
@@ -408,7 +408,9 @@ def _unpickle(data: bytes, where: str) -> dict:
     try:
         loaded = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
     except pickle.UnpicklingError as error:
-        raise DataError(f"{where}: refused: {error}; this is not an official CIFAR-10 batch") from None
+        raise DataError(
+            f"{where}: refused: the pickle asks for {error}, which an official CIFAR-10 batch never does"
+        ) from None
     except Exception as error:  # a damaged pickle can raise almost anything
         raise DataError(f"{where}: damaged batch file ({type(error).__name__}: {error})") from None
     if not isinstance(loaded, dict):

@@ -34,7 +34,7 @@ def isolated_cache(tmp_path_factory):
 def shared_tarball() -> Path:
     for candidate in (os.environ.get("CIFAR10_DATA"), SHARED_TARBALL):
         if candidate and Path(candidate).is_file() and tarfile.is_tarfile(candidate):
-            return Path(candidate)
+            return Path(candidate).resolve()
     pytest.skip("needs the CIFAR-10 JPEG tarball: set CIFAR10_DATA or place it at ../shared/data/")
 
 
