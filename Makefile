@@ -26,7 +26,7 @@ test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 demo: setup
-	$(BIN)/cifar-train --model resnet8 --epochs 1 --limit-train 2000 --out runs/demo
+	$(BIN)/cifar-train --model resnet8 --epochs 3 --limit-train 5000 --out runs/demo
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

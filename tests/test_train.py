@@ -64,6 +64,7 @@ def test_metrics_and_config_describe_the_run(tiny_run, small_dataset):
     with (tiny_run.out_dir / "history.csv").open() as file:
         rows = list(csv.DictReader(file))
     assert [row["epoch"] for row in rows] == ["1"]
+    assert [row["epoch"] for row in tiny_run.history] == [1]
     assert float(rows[0]["test_accuracy"]) == pytest.approx(metrics["test_accuracy"], abs=0.05)
 
 
@@ -207,6 +208,7 @@ def test_dry_run_on_a_hostile_tarball_fails_in_one_line(hostile, small_dataset, 
         (["--model", "resnet8", "--epochs", "0", "--out", "X"], "--epochs"),
         (["--model", "resnet8", "--batch-size", "-3", "--out", "X"], "--batch-size"),
         (["--model", "resnet8", "--learning-rate", "nan", "--out", "X"], "--learning-rate"),
+        (["--model", "resnet8", "--seed", "-1", "--out", "X"], "--seed"),
         (["--model", "resnet8"], "--out is required"),
         (["--epochs", "1", "--out", "X"], "--model is required"),
         (["--resume", "--out", "NOWHERE"], "nothing to resume"),

@@ -85,7 +85,7 @@ def _run(args) -> int:
     result = train(settings, dataset, args.out, resume=args.resume, verbose=1 if sys.stdout.isatty() else 2)
     metrics = result.metrics
     print(f"{settings.model}: test accuracy {metrics['test_accuracy']:.2%} on {metrics['test_images']} images "
-          f"after {metrics['epochs']} epochs, {metrics['wall_time_seconds']:.0f} s, "
+          f"after {metrics['epochs']} epoch{'s' if metrics['epochs'] != 1 else ''}, {metrics['wall_time_seconds']:.0f} s, "
           f"{metrics['train_images_per_second']} train images/s ({metrics['device']['backend']})")
     if "test_accuracy_flip_tta" in metrics:
         print(f"with test-time flip (mean of image and mirror): {metrics['test_accuracy_flip_tta']:.2%}")

@@ -17,6 +17,11 @@ from dataclasses import asdict, dataclass
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.labels import NUM_CLASSES
 
+# Keras' default BN momentum, 0.99, leaves a third of the initial statistics in the
+# moving averages after 100 steps: short runs then test far below their training
+# accuracy (resnet8, 3 epochs of 5,000 images: 17.9% against 42.4% with 0.9).
+SHORT_RUN_BN_MOMENTUM = 0.9
+
 # Per-channel statistics of the CIFAR-10 training split, on the 0..1 scale.
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -214,7 +219,7 @@ def deep15():
             x = layers.MaxPooling2D(2)(x)
         for _ in range(5):
             x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(momentum=SHORT_RUN_BN_MOMENTUM)(x)
             x = layers.ReLU()(x)
     x = layers.GlobalMaxPooling2D()(x)
     x = layers.Dropout(0.25)(x)
@@ -238,16 +243,17 @@ def resnet8():
 
     layers = _layers()
     # As in the MLPerf Tiny reference: he_normal kernels with L2 1e-4, BN after every conv.
+    # Only the BN momentum differs (0.9, not 0.99); inference is the same graph.
     conv_options = dict(padding="same", kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(1e-4))
     inputs = _contract_input()
     x = _scale_to_unit(layers, inputs)
     x = layers.Conv2D(16, 3, **conv_options)(x)
-    x = layers.ReLU()(layers.BatchNormalization()(x))
+    x = layers.ReLU()(layers.BatchNormalization(momentum=SHORT_RUN_BN_MOMENTUM)(x))
     for width, stride in ((16, 1), (32, 2), (64, 2)):
         y = layers.Conv2D(width, 3, strides=stride, **conv_options)(x)
-        y = layers.ReLU()(layers.BatchNormalization()(y))
+        y = layers.ReLU()(layers.BatchNormalization(momentum=SHORT_RUN_BN_MOMENTUM)(y))
         y = layers.Conv2D(width, 3, **conv_options)(y)
-        y = layers.BatchNormalization()(y)
+        y = layers.BatchNormalization(momentum=SHORT_RUN_BN_MOMENTUM)(y)
         if stride != 1:
             x = layers.Conv2D(width, 1, strides=stride, **conv_options)(x)  # projection shortcut
         x = layers.ReLU()(layers.Add()([x, y]))

@@ -29,7 +29,7 @@ def measure(models: list[str], dataset, *, batch_size: int, epochs: int, images:
         for name in models:
             settings = TrainSettings.for_model(name, epochs=epochs, batch_size=batch_size, limit_train=images, limit_test=500)
             result = train(settings, dataset, f"{scratch}/{name}", verbose=0)
-            seconds = [float(line.split(",")[-1]) for line in (result.out_dir / "history.csv").read_text().splitlines()[1:]]
+            seconds = [row["train_seconds"] for row in result.history]
             rows.append({
                 "model": name,
                 "parameters": result.metrics["parameters"],

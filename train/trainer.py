@@ -57,6 +57,7 @@ class TrainResult:
     out_dir: Path
     files: dict[str, Path]
     metrics: dict
+    history: list[dict]
 
 
 def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike, *, resume: bool = False, verbose="auto") -> TrainResult:
@@ -110,7 +111,7 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     files = _write_outputs(out, final, history, metrics, config, dataset.class_names)
     # Only now is the run complete; until here a kill leaves a checkpoint to resume.
     shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
-    return TrainResult(out, files, metrics)
+    return TrainResult(out, files, metrics, history)
 
 
 def _fit(settings: TrainSettings, train_split: Split, test_split: Split, out: Path, state: dict | None, started: float, verbose):
