@@ -78,15 +78,20 @@ class Split:
         """`count` images drawn class by class in turn, so every class stays represented."""
         if count >= len(self):
             return self
-        order = np.random.default_rng(seed).permutation(len(self))
-        # Rank of each image within its class in the shuffled order; taking the lowest
-        # ranks first deals the classes out like cards.
-        rank = np.empty(len(self), dtype=np.int64)
-        for class_id in range(NUM_CLASSES):
-            members = order[self.labels[order] == class_id]
-            rank[members] = np.arange(len(members))
-        chosen = np.sort(order[np.lexsort((np.arange(len(order)), rank[order]))][:count])
+        chosen = balanced_indices(self.labels, count, seed)
         return Split(self.images[chosen], self.labels[chosen])
+
+
+def balanced_indices(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of `count` items, dealt from the classes in turn in a seeded order."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    # Rank of each item within its class in the shuffled order; taking the lowest ranks
+    # first deals the classes out like cards.
+    rank = np.empty(len(labels), dtype=np.int64)
+    for class_id in range(NUM_CLASSES):
+        members = order[labels[order] == class_id]
+        rank[members] = np.arange(len(members))
+    return np.sort(order[np.lexsort((np.arange(len(order)), rank[order]))][:count])
 
 
 @dataclass(frozen=True)

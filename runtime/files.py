@@ -39,6 +39,21 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Create `path` if needed and prove it can take files; one-line error if not."""
+    from cifar_edge.runtime.errors import CifarEdgeError
+
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path / ".write-test"):
+            pass
+        (path / ".write-test").unlink()
+    except OSError as error:
+        raise CifarEdgeError(f"{flag} {path}: cannot write there ({error.strerror or error})") from None
+    return path.resolve()
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(text)

@@ -84,3 +84,15 @@ def write_official_tarball(path: Path, dataset, batches: dict[str, bytes] | None
 @pytest.fixture(scope="session")
 def official_tarball(small_dataset, tmp_path_factory) -> Path:
     return write_official_tarball(tmp_path_factory.mktemp("official") / "cifar-10-python.tar.gz", small_dataset)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(small_dataset, tmp_path_factory) -> Path:
+    """A resnet8 `.keras` file trained for two epochs on the 300 small images (seconds)."""
+    pytest.importorskip("keras")
+    from cifar_edge.train.settings import TrainSettings
+    from cifar_edge.train.trainer import train
+
+    settings = TrainSettings.for_model("resnet8", epochs=2, batch_size=32, learning_rate=0.05)
+    result = train(settings, small_dataset, tmp_path_factory.mktemp("tiny-model"), verbose=0)
+    return result.files["model.keras"]

@@ -47,6 +47,7 @@ def test_console_script_is_declared(wheel):
     with zipfile.ZipFile(wheel) as archive:
         entry_points = archive.read(next(n for n in archive.namelist() if n.endswith("entry_points.txt"))).decode()
     assert "cifar-train = cifar_edge.train.cli:main" in entry_points
+    assert "cifar-export = cifar_edge.export.cli:main" in entry_points
 
 
 @pytest.mark.parametrize("source", sorted((REPO / "runtime").rglob("*.py")), ids=lambda p: p.name)

@@ -33,7 +33,7 @@ import keras
 import numpy as np
 
 from cifar_edge.runtime.data import Cifar10, Split
-from cifar_edge.runtime.files import atomic_path, write_json, write_text
+from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
 from cifar_edge.train.models import Recipe, create_model
 from cifar_edge.train.pipeline import TrainingBatches, one_hot
 from cifar_edge.train.report import confusion_matrix, history_csv, plot_confusion_matrix, plot_learning_curves
@@ -63,7 +63,7 @@ class TrainResult:
 def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike, *, resume: bool = False, verbose="auto") -> TrainResult:
     """Train `settings.model` on `dataset` and write the run directory `out_dir`."""
     started = time.perf_counter()
-    out = _prepare_out_dir(Path(out_dir))
+    out = writable_dir(out_dir)
     state = read_state(out)
     if resume and state is None:
         raise TrainError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/ from an unfinished run)")
@@ -232,17 +232,6 @@ class _RunRecorder(keras.callbacks.Callback):
             "history": self.history,
             "wall_seconds": self.earlier_seconds + time.perf_counter() - self.started,
         })
-
-
-def _prepare_out_dir(out: Path) -> Path:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / ".write-test"):
-            pass
-        (out / ".write-test").unlink()
-    except OSError as error:
-        raise TrainError(f"--out {out}: cannot write there ({error.strerror or error})") from None
-    return out.resolve()
 
 
 def _limit(split: Split, limit: int | None, seed: int) -> Split:

@@ -1,0 +1,101 @@
+"""`cifar-export MODEL.keras --out DIR`: quantized TFLite and ONNX files, each validated."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from cifar_edge.runtime.data import ENV_VAR, load_cifar10, resolve_source
+from cifar_edge.runtime.errors import ArgumentParser, positive_int, run_cli
+from cifar_edge.runtime.formats import FORMATS, select_formats
+
+PROG = "cifar-export"
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def build_parser() -> ArgumentParser:
+    table = "; ".join(f"{f.name} ({f.description}, {'always' if f.option == 'default' else '--' + f.option})" for f in FORMATS)
+    parser = ArgumentParser(
+        prog=PROG,
+        description="Export a cifar-edge .keras model to TFLite and ONNX, validate every file against Keras, and write manifest.json.",
+        epilog=f"Formats: {table}. Data for calibration and validation: --data PATH, else ${ENV_VAR}, else the official download.",
+    )
+    parser.add_argument("model", help="the .keras file (from cifar-train)")
+    parser.add_argument("--out", required=True, help="folder for the exported files and manifest.json")
+    parser.add_argument("--int8", action="store_true", help="add tflite-int8 and onnx-int8 (full integer, calibrated)")
+    parser.add_argument("--fp16", action="store_true", help="add tflite-fp16")
+    parser.add_argument("--dynamic", action="store_true", help="add tflite-dynamic (int8 weights, float activations)")
+    parser.add_argument("--all", action="store_true", help="write every format")
+    parser.add_argument("--data", help=f"CIFAR-10 source (default: ${ENV_VAR}, else download)")
+    parser.add_argument("--calibration-images", type=positive_int, default=500, help="training images for int8 calibration (default: 500)")
+    parser.add_argument("--calibration-method", choices=("auto", "minmax", "entropy", "percentile"), default="auto",
+                        help="ONNX int8 calibration; auto tries each and keeps the most accurate (default: auto)")
+    parser.add_argument("--validate-images", type=positive_int, default=2000, help="test images each file is checked on (default: 2000)")
+    parser.add_argument("--max-accuracy-drop", type=non_negative_float, default=1.0,
+                        help="percentage points a file may lose against Keras (default: 1.0)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(PROG, lambda: _run(args))
+
+
+def _run(args) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from cifar_edge.export.exporter import ExportOptions, export_model, load_keras_model
+
+    formats = select_formats(int8=args.int8, fp16=args.fp16, dynamic=args.dynamic, every=args.all)
+    load_keras_model(args.model)  # a bad model file fails before the data loads
+    dataset = load_cifar10(resolve_source(args.data))
+    options = ExportOptions(
+        calibration_images=args.calibration_images, calibration_method=args.calibration_method,
+        validate_images=args.validate_images, max_accuracy_drop=args.max_accuracy_drop,
+    )
+    from tqdm import tqdm
+
+    with tqdm(total=len(formats), desc="export + validate", unit="format", file=sys.stderr, disable=None) as bar:
+        def finished(result) -> None:
+            bar.set_postfix_str(f"{result.format}: {result.status}")
+            bar.update(1)
+
+        manifest = export_model(args.model, args.out, formats, dataset, options, on_format_done=finished)
+    print(summary_table(manifest))
+    print(f"manifest: {os.path.join(args.out, 'manifest.json')}")
+    failed = [f["format"] for f in manifest["files"] if f["status"] != "passed"]
+    if failed:
+        print(f"{PROG}: {len(failed)} format(s) did not pass: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def summary_table(manifest: dict) -> str:
+    keras_accuracy = manifest["keras_accuracy"]
+    lines = [
+        f"{manifest['model']}: Keras accuracy {keras_accuracy:.2%} on {manifest['validation_images']} test images",
+        f"{'format':<15} {'status':<18} {'size KB':>9} {'accuracy':>9} {'Δ pp':>6} {'agree':>7} {'max |Δp|':>9} {'export s':>9}",
+    ]
+    for row in manifest["files"]:
+        if row["status"] == "export failed":
+            lines.append(f"{row['format']:<15} {row['status']:<18} {row['error']}")
+            continue
+        drop = (row["accuracy"] - row["keras_accuracy"]) * 100
+        lines.append(
+            f"{row['format']:<15} {row['status']:<18} {row['size_bytes'] / 1024:>9.1f} {row['accuracy']:>9.2%} {drop:>+6.2f} "
+            f"{row['agreement']:>7.2%} {row['max_probability_difference']:>9.4f} {row['export_seconds']:>9.2f}"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
