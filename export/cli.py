@@ -8,6 +8,7 @@ import sys
 
 from cifar_edge.runtime.data import ENV_VAR, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, positive_int, run_cli
+from cifar_edge.runtime.files import check_writable_dir
 from cifar_edge.runtime.formats import FORMATS, select_formats
 
 PROG = "cifar-export"
@@ -56,6 +57,7 @@ def _run(args) -> int:
     from cifar_edge.export.exporter import ExportOptions, export_model, load_keras_model
 
     formats = select_formats(int8=args.int8, fp16=args.fp16, dynamic=args.dynamic, every=args.all)
+    check_writable_dir(args.out)
     load_keras_model(args.model)  # a bad model file fails before the data loads
     dataset = load_cifar10(resolve_source(args.data))
     options = ExportOptions(

@@ -55,7 +55,15 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     Every console script goes through here so that bad input never shows a traceback,
     while a genuine bug (any other exception) still does.
     """
-    logging.basicConfig(level=logging.INFO, format=f"{prog}: %(message)s", stream=sys.stderr)
+    # Our own messages only: the root logger stays quiet, so converters' INFO chatter does not show.
+    logger = logging.getLogger("cifar_edge")
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{prog}: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
         return int(main() or 0)
     except CifarEdgeError as error:

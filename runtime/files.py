@@ -39,6 +39,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def check_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
+    """Fail early, creating nothing, if `path` could not become a writable folder."""
+    from cifar_edge.runtime.errors import CifarEdgeError
+
+    path = Path(path).expanduser().absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        raise CifarEdgeError(f"{flag} {path}: cannot write there ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise CifarEdgeError(f"{flag} {path}: cannot write there ({existing} is not writable)")
+    return path
+
+
 def writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Create `path` if needed and prove it can take files; one-line error if not."""
     from cifar_edge.runtime.errors import CifarEdgeError

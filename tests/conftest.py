@@ -30,26 +30,60 @@ def isolated_cache(tmp_path_factory):
         os.environ["CIFAR_EDGE_CACHE"] = previous
 
 
-@pytest.fixture(scope="session")
-def shared_tarball() -> Path:
+def _find_shared_tarball() -> Path | None:
     for candidate in (os.environ.get("CIFAR10_DATA"), SHARED_TARBALL):
         if candidate and Path(candidate).is_file() and tarfile.is_tarfile(candidate):
             return Path(candidate).resolve()
-    pytest.skip("needs the CIFAR-10 JPEG tarball: set CIFAR10_DATA or place it at ../shared/data/")
+    return None
 
 
 @pytest.fixture(scope="session")
-def image_tree(shared_tarball, tmp_path_factory) -> Path:
-    """A real image-folder tree: 30 train and 10 test JPEGs per class (400 images)."""
+def shared_tarball() -> Path:
+    path = _find_shared_tarball()
+    if path is None:
+        pytest.skip("needs the CIFAR-10 JPEG tarball: set CIFAR10_DATA or place it at ../shared/data/")
+    return path
+
+
+@pytest.fixture(scope="session")
+def image_tree(tmp_path_factory) -> Path:
+    """An image-folder tree of 30 train and 10 test JPEGs per class (400 images).
+
+    Real CIFAR-10 images from the JPEG tarball when it is at hand; otherwise synthetic
+    ones, so that a clone without the data still runs the suite.
+    """
     root = tmp_path_factory.mktemp("tree")
+    tarball = _find_shared_tarball()
+    if tarball is None:
+        return _synthetic_tree(root)
     keep = {"train": TRAIN_PER_CLASS, "test": TEST_PER_CLASS}
-    with tarfile.open(shared_tarball, mode="r|*") as archive:
+    with tarfile.open(tarball, mode="r|*") as archive:
         for member in archive:
             parts = member.name.split("/")
             if member.isfile() and len(parts) == 3 and parts[0] in keep and int(Path(parts[2]).stem) < keep[parts[0]]:
                 target = root.joinpath(*parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_bytes(archive.extractfile(member).read())
+    return root
+
+
+def _synthetic_tree(root: Path) -> Path:
+    """Class-dependent colour and stripes plus noise: learnable, like the real thing."""
+    import cv2
+
+    from cifar_edge.runtime.labels import CLASS_NAMES
+
+    rng = np.random.default_rng(0)
+    for split, count in (("train", TRAIN_PER_CLASS), ("test", TEST_PER_CLASS)):
+        for class_id, name in enumerate(CLASS_NAMES):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                image = np.zeros((32, 32, 3), np.float32)
+                image[..., class_id % 3] = 120 + 12 * class_id
+                image[:: 2 + class_id % 4] += 60
+                image += rng.normal(0, 20, image.shape)
+                cv2.imwrite(str(folder / f"{index:04d}.jpg"), np.clip(image, 0, 255).astype(np.uint8))
     return root
 
 

@@ -839,3 +839,22 @@ def test_augment_shift_stays_within_reflect_padded_original(augment, random_imag
         assert found, f"image {index} is not a shifted window of its reflect-padded original"
         offsets.extend(found)
     assert any(offset != (pad, pad) for offset in offsets)  # something actually moved
+
+
+# --- image fitting -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fit", "expected_corner"),
+    [("crop", [255, 255, 255]), ("pad", [0, 0, 0]), ("stretch", [255, 255, 255])],
+)
+def test_fit_square_modes(fit, expected_corner):
+    from cifar_edge.runtime.preprocess import fit_square
+
+    image = np.full((40, 80, 3), 255, np.uint8)  # wide and white: padding adds black bars
+    fitted = fit_square(image, 32, fit)
+    assert fitted.shape == (32, 32, 3)
+    assert fitted[0, 0].tolist() == expected_corner
+    assert fitted[16, 16].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError):
+        fit_square(image, 32, "zoom")

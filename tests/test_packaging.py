@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import email
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -18,8 +19,15 @@ PARTS = ("train", "export", "runtime", "benchmarks")
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
+    # Build from a copy of the tracked files: pip wheel leaves build/ behind in its source.
+    source = tmp_path_factory.mktemp("source")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(REPO)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)], check=True)
     (path,) = out.glob("cifar_edge-*.whl")
     return path
 

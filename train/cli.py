@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from cifar_edge.runtime.data import BAD_IMAGE_POLICIES, ENV_VAR, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, non_negative_int, positive_float, positive_int, run_cli
+from cifar_edge.runtime.files import check_writable_dir
+from cifar_edge.train.settings import TrainSettings, check_run_dir
 
 PROG = "cifar-train"
 # Flags that define a run; on --resume they come from the checkpoint and may only repeat it.
@@ -45,34 +48,39 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
-    from cifar_edge.train.models import get_spec, list_models
+    from cifar_edge.train.models import list_models
 
     if args.list_models:
         for spec in list_models():
             recipe = spec.recipe
             print(f"{spec.name:<13} {spec.description}")
-            print(f"{'':<13} default: {recipe.epochs} epochs, batch {recipe.batch_size}, {recipe.optimizer} lr {recipe.learning_rate:g} ({recipe.schedule})")
+            print(f"{'':<13} default: {recipe.epochs} epochs, batch {recipe.batch_size}, SGD lr {recipe.learning_rate:g} ({recipe.schedule})")
         return 0
 
+    data = resolve_source(args.data)
     if args.resume:
         if not args.out:
             raise CifarEdgeError("--resume needs --out, the run directory to continue")
-        settings = _resume_settings(args)
+        state = check_run_dir(check_writable_dir(args.out), resume=True)
+        settings = _resume_settings(args, state)
+        data = _resume_data(data, state)
     else:
         if not args.model:
             raise CifarEdgeError("--model is required (see --list-models)")
-        get_spec(args.model)  # an unknown name fails here, before the data loads
         if not args.out and not args.dry_run:
             raise CifarEdgeError("--out is required: the directory for the run's outputs")
-        from cifar_edge.train.settings import TrainSettings
-
         settings = TrainSettings.for_model(**{flag: getattr(args, flag) for flag in RUN_FLAGS})
+        if not args.dry_run:
+            check_run_dir(check_writable_dir(args.out), resume=False)
 
-    dataset = load_cifar10(resolve_source(args.data), bad_images=args.bad_images)
+    # Everything cheap is checked; only now load the data and pay for TensorFlow.
+    dataset = load_cifar10(data, bad_images=args.bad_images)
     from cifar_edge.train.models import create_model
 
     if args.dry_run:
         print(dataset.summary())
+        print(f"training would use {settings.limit_train or len(dataset.train)} train and "
+              f"{settings.limit_test or len(dataset.test)} test images (class-balanced subsets when limited)")
         model = create_model(settings.model)
         model.summary(print_fn=lambda line, **_: print(line))
         print(f"recipe: {settings.recipe()}")
@@ -95,10 +103,8 @@ def _run(args) -> int:
     return 0
 
 
-def _resume_settings(args):
-    from cifar_edge.train.settings import read_checkpoint_settings
-
-    settings = read_checkpoint_settings(args.out)
+def _resume_settings(args, state: dict):
+    settings = TrainSettings(**state["settings"])
     for flag in RUN_FLAGS:
         given = getattr(args, flag)
         if given is not None and given != getattr(settings, flag):
@@ -107,6 +113,16 @@ def _resume_settings(args):
                 f"({getattr(settings, flag)}); --resume repeats the saved settings"
             )
     return settings
+
+
+def _resume_data(data: str | None, state: dict) -> str | None:
+    """The run's own data unless told otherwise; other data would silently change the run."""
+    saved = state.get("data_source")
+    if data is None or saved is None:
+        return data or saved
+    if Path(data).expanduser().resolve() != Path(saved):
+        raise CifarEdgeError(f"--data {data} differs from the data of the run being resumed ({saved})")
+    return data
 
 
 if __name__ == "__main__":

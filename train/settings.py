@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +37,13 @@ class TrainSettings:
     mixed_precision: str = "auto"
     distribute: str = "none"
 
+    def __post_init__(self):
+        get_spec(self.model)
+        if self.mixed_precision not in PRECISIONS:
+            raise TrainError(f"mixed_precision must be one of {', '.join(PRECISIONS)}, not {self.mixed_precision!r}")
+        if self.distribute not in DISTRIBUTIONS:
+            raise TrainError(f"distribute must be one of {', '.join(DISTRIBUTIONS)}, not {self.distribute!r}")
+
     @classmethod
     def for_model(cls, model: str, **overrides) -> TrainSettings:
         """Settings for `model`, taking the recipe's value for every override left None."""
@@ -52,11 +58,11 @@ class TrainSettings:
             base, epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate
         )
 
-    def command(self, data_source: str | None) -> str:
+    def command(self, data_source: str | None, skip_bad_images: bool = False) -> str:
         """The `cifar-train` command line that repeats this run."""
         parts = [
             "cifar-train", f"--model {self.model}", f"--epochs {self.epochs}", f"--batch-size {self.batch_size}",
-            f"--learning-rate {self.learning_rate:g}", f"--seed {self.seed}",
+            f"--learning-rate {self.learning_rate!r}", f"--seed {self.seed}",
             f"--mixed-precision {self.mixed_precision}", f"--distribute {self.distribute}",
         ]
         if self.limit_train:
@@ -65,22 +71,43 @@ class TrainSettings:
             parts.append(f"--limit-test {self.limit_test}")
         if data_source:
             parts.append(f"--data {data_source}")
+        if skip_bad_images:
+            parts.append("--bad-images skip")
         return " ".join(parts) + " --out DIR"
 
 
-def read_checkpoint_settings(out_dir: str | os.PathLike) -> TrainSettings:
-    """The settings of the unfinished run in `out_dir`, for resuming it."""
-    state = read_state(Path(out_dir))
-    if state is None:
-        raise TrainError(f"{out_dir}: nothing to resume (no {CHECKPOINT_DIR}/ from an unfinished run)")
-    return TrainSettings(**state["settings"])
+def check_run_dir(out: Path, resume: bool) -> dict | None:
+    """The checkpoint state in `out`, after checking it fits `resume`: a run is never
+    resumed from nothing, and an unfinished one is never silently started over."""
+    state = read_state(out)
+    if resume and state is None:
+        raise TrainError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/ from an unfinished run)")
+    if not resume and state is not None:
+        raise TrainError(
+            f"{out} holds an unfinished run ({CHECKPOINT_DIR}/, epoch {state['epoch']}); "
+            f"continue it with --resume, or remove {out / CHECKPOINT_DIR} to start over"
+        )
+    return state
 
 
 def read_state(out: Path) -> dict | None:
+    """The checkpoint state of an unfinished run in `out`, checked; None if there is none."""
     path = out / CHECKPOINT_DIR / "state.json"
     if not path.is_file():
         return None
+    problem = None
     try:
-        return json.loads(path.read_text())
+        state = json.loads(path.read_text())
     except (OSError, ValueError) as error:
-        raise TrainError(f"{path}: unreadable checkpoint state ({error})") from None
+        state, problem = None, str(error)
+    if problem is None:
+        fields = {f.name for f in dataclasses.fields(TrainSettings)}
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or not isinstance(state.get("history"), list):
+            problem = "it lacks the epoch or the history"
+        elif not isinstance(state.get("settings"), dict) or set(state["settings"]) != fields:
+            problem = "its settings do not match this version of cifar-train"
+        elif not isinstance(state.get("wall_seconds"), (int, float)) or not (out / CHECKPOINT_DIR / "model.keras").is_file():
+            problem = "the checkpoint model or its timing is missing"
+    if problem:
+        raise TrainError(f"{path}: unreadable checkpoint ({problem}); remove {path.parent} to start over")
+    return state

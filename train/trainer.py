@@ -39,11 +39,9 @@ from cifar_edge.train.pipeline import TrainingBatches, one_hot
 from cifar_edge.train.report import confusion_matrix, history_csv, plot_confusion_matrix, plot_learning_curves
 from cifar_edge.train.settings import (
     CHECKPOINT_DIR,
-    DISTRIBUTIONS,
-    PRECISIONS,
     TrainError,
     TrainSettings,
-    read_state,
+    check_run_dir,
 )
 
 log = logging.getLogger("cifar_edge.train")
@@ -64,14 +62,7 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     """Train `settings.model` on `dataset` and write the run directory `out_dir`."""
     started = time.perf_counter()
     out = writable_dir(out_dir)
-    state = read_state(out)
-    if resume and state is None:
-        raise TrainError(f"{out}: nothing to resume (no {CHECKPOINT_DIR}/ from an unfinished run)")
-    if not resume and state is not None:
-        raise TrainError(
-            f"{out} holds an unfinished run ({CHECKPOINT_DIR}/, epoch {state['epoch']}); "
-            f"continue it with --resume, or remove {out / CHECKPOINT_DIR} to start over"
-        )
+    state = check_run_dir(out, resume)
 
     train_split = _limit(dataset.train, settings.limit_train, settings.seed)
     test_split = _limit(dataset.test, settings.limit_test, settings.seed)
@@ -79,7 +70,7 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     policy = _precision_policy(settings.mixed_precision, device)
     keras.utils.set_random_seed(settings.seed)
     with _global_policy(policy):
-        model, history, earlier_seconds = _fit(settings, train_split, test_split, out, state, started, verbose)
+        model, history, earlier_seconds = _fit(settings, train_split, test_split, out, state, started, verbose, dataset.source)
         # The delivered model is rebuilt uncompiled (clone_model would keep the compile
         # config), so it carries no optimizer and loads with plain Keras anywhere.
         final = create_model(settings.model)
@@ -103,10 +94,10 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     config = {
         "model": settings.model,
         "settings": dataclasses.asdict(settings),
-        "recipe": settings.recipe().to_dict(),
+        "recipe": dataclasses.asdict(settings.recipe()),
         "data": {"source": dataset.source, "train_images": len(train_split), "test_images": len(test_split)},
         "versions": _versions(),
-        "command": settings.command(dataset.source),
+        "command": settings.command(dataset.source, skip_bad_images=bool(dataset.skipped)),
     }
     files = _write_outputs(out, final, history, metrics, config, dataset.class_names)
     # Only now is the run complete; until here a kill leaves a checkpoint to resume.
@@ -114,20 +105,25 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     return TrainResult(out, files, metrics, history)
 
 
-def _fit(settings: TrainSettings, train_split: Split, test_split: Split, out: Path, state: dict | None, started: float, verbose):
+def _fit(settings: TrainSettings, train_split: Split, test_split: Split, out: Path, state: dict | None, started: float,
+         verbose, data_source: str):
     """Build (or restore) and fit the model; return it, the epoch history and earlier seconds."""
     recipe = settings.recipe()
     checkpoint = out / CHECKPOINT_DIR
     with _distribution_scope(settings.distribute):
         if state is not None:
-            model = keras.models.load_model(checkpoint / "model.keras")
+            try:
+                model = keras.models.load_model(checkpoint / "model.keras")
+            except Exception as error:  # Keras raises many types for a damaged file
+                raise TrainError(f"{checkpoint / 'model.keras'}: unreadable checkpoint ({type(error).__name__}); "
+                                 f"remove {checkpoint} to start over") from None
             first_epoch, history, earlier_seconds = state["epoch"], state["history"], state["wall_seconds"]
             log.info("resuming %s at epoch %d of %d", out, first_epoch + 1, settings.epochs)
         else:
             model = create_model(settings.model)
             _compile(model, recipe, steps_per_epoch=math.ceil(len(train_split) / settings.batch_size))
             first_epoch, history, earlier_seconds = 0, [], 0.0
-        recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds)
+        recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds, data_source)
         callbacks: list = [recorder]
         # Keras writes TensorBoard logs through tf.summary, whatever the backend.
         if all(importlib.util.find_spec(name) for name in ("tensorflow", "tensorboard")):
@@ -195,9 +191,10 @@ def _write_outputs(out: Path, model, history: list[dict], metrics: dict, config:
 class _RunRecorder(keras.callbacks.Callback):
     """Times each epoch, keeps the history, and checkpoints after every epoch."""
 
-    def __init__(self, checkpoint: Path, settings: TrainSettings, history: list[dict], started: float, earlier_seconds: float):
+    def __init__(self, checkpoint: Path, settings: TrainSettings, history: list[dict], started: float, earlier_seconds: float,
+                 data_source: str):
         super().__init__()
-        self.checkpoint, self.settings, self.history = checkpoint, settings, list(history)
+        self.checkpoint, self.settings, self.history, self.data_source = checkpoint, settings, list(history), data_source
         self.started, self.earlier_seconds = started, earlier_seconds
         self._epoch_start = 0.0
         self._train_seconds: float | None = None
@@ -231,6 +228,7 @@ class _RunRecorder(keras.callbacks.Callback):
             "settings": dataclasses.asdict(self.settings),
             "history": self.history,
             "wall_seconds": self.earlier_seconds + time.perf_counter() - self.started,
+            "data_source": self.data_source,
         })
 
 
@@ -251,23 +249,12 @@ def _compile(model, recipe: Recipe, steps_per_epoch: int) -> None:
             warmup_target=recipe.learning_rate if warmup else None,
             warmup_steps=warmup,
         )
-    elif recipe.schedule == "exponential":
-        learning_rate = keras.optimizers.schedules.ExponentialDecay(
-            recipe.learning_rate, decay_steps=steps_per_epoch, decay_rate=recipe.decay_per_epoch, staircase=True
-        )
     else:
         raise ValueError(f"unknown schedule {recipe.schedule!r}")
-    common = {
-        "weight_decay": recipe.weight_decay or None,
-        "use_ema": recipe.weight_averaging,
-        "ema_momentum": EMA_MOMENTUM,
-    }
-    if recipe.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov, **common)
-    elif recipe.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate, **common)
-    else:
-        raise ValueError(f"unknown optimizer {recipe.optimizer!r}")
+    optimizer = keras.optimizers.SGD(
+        learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay or None,
+        use_ema=recipe.weight_averaging, ema_momentum=EMA_MOMENTUM,
+    )
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
@@ -276,8 +263,6 @@ def _compile(model, recipe: Recipe, steps_per_epoch: int) -> None:
 
 
 def _precision_policy(mixed_precision: str, device: dict) -> str:
-    if mixed_precision not in PRECISIONS:
-        raise TrainError(f"--mixed-precision must be one of {', '.join(PRECISIONS)}, not {mixed_precision!r}")
     if mixed_precision == "on" or (mixed_precision == "auto" and device["accelerators"]):
         return "mixed_float16"
     return "float32"
@@ -296,8 +281,6 @@ def _global_policy(policy: str):
 
 @contextlib.contextmanager
 def _distribution_scope(distribute: str):
-    if distribute not in DISTRIBUTIONS:
-        raise TrainError(f"--distribute must be one of {', '.join(DISTRIBUTIONS)}, not {distribute!r}")
     if distribute == "none":
         yield
         return
@@ -331,10 +314,6 @@ def describe_device() -> dict:
         import jax
 
         accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
-    elif backend == "torch":
-        import torch
-
-        accelerators = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {"backend": backend, "accelerators": accelerators, "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
 
 
