@@ -132,10 +132,7 @@ def test_cli_trains_and_reports(image_tree, tmp_path, capsys):
 
 def test_cli_resume_uses_the_saved_settings(small_dataset, image_tree, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", _interrupt_after(trainer._RunRecorder.on_epoch_end))
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_settings(epochs=2), small_dataset, out, verbose=0)
-    monkeypatch.undo()
+    _interrupted_run(small_dataset, out, monkeypatch)
     assert main(["--resume", "--out", str(out), "--epochs", "5", "--data", str(image_tree)]) == 2
     assert "differs from the run being resumed" in capsys.readouterr().err
     assert main(["--resume", "--out", str(out), "--data", str(image_tree)]) == 0
@@ -144,10 +141,7 @@ def test_cli_resume_uses_the_saved_settings(small_dataset, image_tree, tmp_path,
 
 def test_resume_refuses_other_data_and_defaults_to_its_own(small_dataset, image_tree, official_tarball, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", _interrupt_after(trainer._RunRecorder.on_epoch_end))
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_settings(epochs=2), small_dataset, out, verbose=0)
-    monkeypatch.undo()
+    _interrupted_run(small_dataset, out, monkeypatch)
     assert main(["--resume", "--out", str(out), "--data", str(official_tarball)]) == 2
     assert "differs from the data of the run" in capsys.readouterr().err
     monkeypatch.delenv("CIFAR10_DATA", raising=False)
@@ -158,10 +152,7 @@ def test_resume_refuses_other_data_and_defaults_to_its_own(small_dataset, image_
 @pytest.mark.parametrize("damage", ["empty-state", "list-state", "unknown-model", "corrupt-model", "missing-model"])
 def test_a_damaged_checkpoint_is_a_one_line_error(damage, small_dataset, image_tree, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
-    monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", _interrupt_after(trainer._RunRecorder.on_epoch_end))
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_settings(epochs=2), small_dataset, out, verbose=0)
-    monkeypatch.undo()
+    _interrupted_run(small_dataset, out, monkeypatch)
     state_path, model_path = out / "checkpoint" / "state.json", out / "checkpoint" / "model.keras"
     if damage == "empty-state":
         state_path.write_text("{}")
@@ -195,6 +186,14 @@ def test_batches_depend_only_on_seed_epoch_and_index(small_dataset):
         assert np.array_equal(resumed[index][0], uninterrupted[index][0])
         assert np.array_equal(resumed[index][1], uninterrupted[index][1])
     assert not np.array_equal(first_epoch[0], uninterrupted[0][0]), "each epoch reshuffles"
+
+
+def _interrupted_run(dataset, out, monkeypatch) -> None:
+    """A 2-epoch run killed right after its first checkpoint."""
+    monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", _interrupt_after(trainer._RunRecorder.on_epoch_end))
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_settings(epochs=2), dataset, out, verbose=0)
+    monkeypatch.undo()
 
 
 def _interrupt_after(on_epoch_end):
