@@ -58,7 +58,7 @@ def _run(args) -> int:
 
     formats = select_formats(int8=args.int8, fp16=args.fp16, dynamic=args.dynamic, every=args.all)
     check_writable_dir(args.out)
-    load_keras_model(args.model)  # a bad model file fails before the data loads
+    model = load_keras_model(args.model)  # a bad model file fails before the data loads
     dataset = load_cifar10(resolve_source(args.data))
     options = ExportOptions(
         calibration_images=args.calibration_images, calibration_method=args.calibration_method,
@@ -71,7 +71,7 @@ def _run(args) -> int:
             bar.set_postfix_str(f"{result.format}: {result.status}")
             bar.update(1)
 
-        manifest = export_model(args.model, args.out, formats, dataset, options, on_format_done=finished)
+        manifest = export_model(args.model, args.out, formats, dataset, options, on_format_done=finished, model=model)
     print(summary_table(manifest))
     print(f"manifest: {os.path.join(args.out, 'manifest.json')}")
     failed = [f["format"] for f in manifest["files"] if f["status"] != "passed"]

@@ -119,9 +119,13 @@ def export_model(
     dataset: Cifar10 | None,
     options: ExportOptions = ExportOptions(),
     on_format_done: Callable[[FormatResult], None] | None = None,
+    model=None,
 ) -> dict:
-    """Export and validate; write `out_dir/manifest.json`; return the manifest."""
-    model = load_keras_model(model_path)
+    """Export and validate; write `out_dir/manifest.json`; return the manifest.
+
+    `model` is the already loaded and checked `model_path`, when the caller has it.
+    """
+    model = model if model is not None else load_keras_model(model_path)
     if any(f.calibrated for f in formats) and dataset is None:
         raise ExportError("int8 formats need calibration images: give the data with --data PATH or CIFAR10_DATA")
     out = writable_dir(out_dir)
