@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from cifar_edge.runtime.data import ENV_VAR, load_cifar10, resolve_source
-from cifar_edge.runtime.errors import ArgumentParser, positive_int, run_cli
+from cifar_edge.runtime.errors import ArgumentParser, non_negative_float, positive_int, run_cli
 from cifar_edge.runtime.files import check_writable_dir
 from cifar_edge.runtime.formats import FORMATS, select_formats
 
 PROG = "cifar-export"
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def build_parser() -> ArgumentParser:

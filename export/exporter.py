@@ -131,7 +131,7 @@ def export_model(
     out = writable_dir(out_dir)
     # The registry names every model (resnet8, fast, ...); a file called model.keras says less.
     name = model.name if model.name and model.name not in ("functional", "sequential") else Path(model_path).stem
-    validation = _limit(dataset.test, options.validate_images, options.seed) if dataset else None
+    validation = dataset.test.balanced_subset(options.validate_images, options.seed) if dataset else None
     keras_probabilities = model.predict(validation.images, batch_size=256, verbose=0) if validation else None
     calibration, selection = _calibration_sets(dataset, options) if dataset else (None, None)
     if calibration is not None and len(calibration) < 100:
@@ -390,10 +390,6 @@ def _quiet():
 
 def _accuracy(probabilities, labels) -> float:
     return float(np.mean(np.argmax(probabilities, axis=1) == labels))
-
-
-def _limit(split: Split, count: int, seed: int) -> Split:
-    return split.balanced_subset(count, seed)
 
 
 def _calibration_sets(dataset: Cifar10, options: ExportOptions) -> tuple[Split, Split]:

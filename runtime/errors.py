@@ -39,14 +39,24 @@ positive_int = _whole_number(1, "a positive whole number")
 non_negative_int = _whole_number(0, "a whole number >= 0")
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _number(minimum: float, inclusive: bool, wanted: str):
+    """An argparse type for finite numbers above (or from) `minimum`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        # NaN fails both comparisons, so it is refused with the rest.
+        if value is None or value == float("inf") or not (value >= minimum if inclusive else value > minimum):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+positive_float = _number(0.0, inclusive=False, wanted="a positive number")
+non_negative_float = _number(0.0, inclusive=True, wanted="a number >= 0")
 
 
 def run_cli(prog: str, main: Callable[[], int | None]) -> int:

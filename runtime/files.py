@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from cifar_edge.runtime.errors import CifarEdgeError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -41,8 +43,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def check_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Fail early, creating nothing, if `path` could not become a writable folder."""
-    from cifar_edge.runtime.errors import CifarEdgeError
-
     path = Path(path).expanduser().absolute()
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
@@ -54,8 +54,6 @@ def check_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
 
 def writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Create `path` if needed and prove it can take files; one-line error if not."""
-    from cifar_edge.runtime.errors import CifarEdgeError
-
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
