@@ -8,7 +8,7 @@ DATA ?= $(or $(CIFAR10_DATA),$(abspath $(wildcard ../shared/data/cifar10-jpeg.ta
 export CIFAR10_DATA := $(DATA)
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast demo demo-train clean
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,14 @@ test: setup
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The main job: the packaged default model on the bundled photos and clip (made by
+# `python -m cifar_edge.benchmarks.clips --out samples` from CIFAR-10 test images).
 demo: setup
+	$(BIN)/cifar-run samples/images --top-k 2
+	$(BIN)/cifar-run --video samples/clip.mp4 --every 5
+
+# A 46-second training run, to see cifar-train work end to end.
+demo-train: setup
 	$(BIN)/cifar-train --model resnet8 --epochs 3 --limit-train 5000 --out runs/demo
 
 clean:

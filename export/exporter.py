@@ -37,13 +37,11 @@ from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json
 from cifar_edge.runtime.formats import ExportFormat
-from cifar_edge.runtime.labels import CLASS_NAMES
+from cifar_edge.runtime.labels import CLASS_NAMES, INPUT_CONTRACT, OUTPUT_CONTRACT
 
 log = logging.getLogger("cifar_edge.export")
 
 CALIBRATION_METHODS = ("auto", "minmax", "entropy", "percentile")
-INPUT_CONTRACT = {"dtype": "uint8", "shape": [None, 32, 32, 3], "layout": "NHWC", "color": "RGB", "range": [0, 255]}
-OUTPUT_CONTRACT = {"dtype": "float32", "shape": [None, 10], "meaning": "class probabilities (softmax)"}
 
 
 class ExportError(CifarEdgeError):

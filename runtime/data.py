@@ -37,7 +37,7 @@ import numpy as np
 
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path
-from cifar_edge.runtime.labels import CLASS_NAMES, NUM_CLASSES
+from cifar_edge.runtime.labels import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
 from cifar_edge.runtime.preprocess import fit_square
 
 log = logging.getLogger("cifar_edge.data")
@@ -50,7 +50,6 @@ CACHE_ENV_VAR = "CIFAR_EDGE_CACHE"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLITS = ("train", "test")
 BAD_IMAGE_POLICIES = ("error", "skip")
-IMAGE_SIZE = 32
 
 _TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 _BATCH_FILES = (*_TRAIN_BATCHES, "test_batch")

@@ -17,7 +17,10 @@ import numpy as np
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.formats import engine_for
 
-ENGINES = ("auto", "litert", "onnxruntime")
+ENGINES = ("auto", "litert", "onnxruntime", "keras")
+DEVICES = ("cpu", "gpu")
+# ONNX Runtime's GPU providers, best first; CPU stays last as the fallback for unsupported ops.
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 
 
 class EngineError(CifarEdgeError):
@@ -28,6 +31,9 @@ class Engine:
     """Common interface: `predict(images)` with images uint8 (N, 32, 32, 3)."""
 
     name = ""
+    version = ""
+    """The engine package and its version, e.g. `ai_edge_litert 2.3.0`."""
+    input_dtype = np.dtype("uint8")
 
     def __init__(self, path: Path):
         self.path = path
@@ -35,6 +41,9 @@ class Engine:
     def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
         if images.ndim == 3:
             images = images[None]
+        if len(images) <= batch_size:
+            # One call for the common case: a camera frame must not pay for slicing and concatenating.
+            return self._run(images)
         outputs = [self._run(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
         return np.concatenate(outputs) if outputs else np.zeros((0, 10), np.float32)
 
@@ -44,10 +53,10 @@ class Engine:
 
 def _quantize(images: np.ndarray, dtype, scale: float, zero_point: int) -> np.ndarray:
     """Pixels (0..255) as the model's input tensor expects them."""
-    if np.issubdtype(dtype, np.floating):
-        return images.astype(dtype)
-    if not scale:
-        return images.astype(dtype)
+    if np.issubdtype(dtype, np.floating) or not scale:
+        return images.astype(dtype, copy=False)
+    if dtype == images.dtype and (scale, zero_point) == (1.0, 0):
+        return images
     info = np.iinfo(dtype)
     quantized = np.round(images.astype(np.float32) / scale + zero_point)
     return np.clip(quantized, info.min, info.max).astype(dtype)
@@ -59,16 +68,29 @@ def _dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray
     return (values.astype(np.float32) - zero_point) * scale
 
 
+def _package_version(name: str) -> str:
+    from importlib import metadata
+
+    try:
+        return f"{name} {metadata.version(name)}"
+    except metadata.PackageNotFoundError:
+        return name
+
+
 def litert_interpreter_class():
     """The first LiteRT interpreter that is installed, newest package first."""
-    for module_name in ("ai_edge_litert.interpreter", "tflite_runtime.interpreter"):
+    return _litert()[0]
+
+
+def _litert():
+    for module_name, package in (("ai_edge_litert.interpreter", "ai-edge-litert"), ("tflite_runtime.interpreter", "tflite-runtime")):
         try:
-            return importlib.import_module(module_name).Interpreter
+            return importlib.import_module(module_name).Interpreter, _package_version(package)
         except ImportError:
             continue
     try:
         # Last resort on machines that have only TensorFlow; never a dependency of ours.
-        return importlib.import_module("tensorflow").lite.Interpreter
+        return importlib.import_module("tensorflow").lite.Interpreter, _package_version("tensorflow") + " (tf.lite)"
     except ImportError:
         raise EngineError('no LiteRT interpreter is installed: pip install "cifar-edge[runtime]" (ai-edge-litert)') from None
 
@@ -78,7 +100,7 @@ class LiteRTEngine(Engine):
 
     def __init__(self, path: Path, threads: int | None = None):
         super().__init__(path)
-        interpreter_class = litert_interpreter_class()
+        interpreter_class, self.version = _litert()
         try:
             self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
             self._interpreter.allocate_tensors()
@@ -111,21 +133,36 @@ class LiteRTEngine(Engine):
 class OnnxRuntimeEngine(Engine):
     name = "onnxruntime"
 
-    def __init__(self, path: Path, threads: int | None = None, providers: list[str] | None = None):
+    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
         super().__init__(path)
         try:
             import onnxruntime
         except ImportError:
             raise EngineError('ONNX Runtime is not installed: pip install "cifar-edge[runtime]"') from None
+        self.version = f"onnxruntime {onnxruntime.__version__}"
+        providers = ["CPUExecutionProvider"]
+        if device == "gpu":
+            available = onnxruntime.get_available_providers()
+            gpu = [provider for provider in GPU_PROVIDERS if provider in available]
+            if not gpu:
+                raise EngineError(
+                    f"--device gpu: ONNX Runtime has no GPU provider here (available: {', '.join(available)}); "
+                    "install onnxruntime-gpu with CUDA, or use --device cpu"
+                )
+            providers = [*gpu, "CPUExecutionProvider"]
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         try:
-            self._session = onnxruntime.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+            self._session = onnxruntime.InferenceSession(str(path), options, providers=providers)
         except Exception as error:  # ORT raises its own exception types for bad files
             raise EngineError(f"{path}: not a loadable ONNX model ({str(error).splitlines()[0][:200]})") from None
+        self.providers = self._session.get_providers()
+        if device == "gpu" and self.providers == ["CPUExecutionProvider"]:
+            # ORT falls back to the CPU silently when a GPU provider fails to start (no driver, wrong CUDA).
+            raise EngineError(f"--device gpu: {', '.join(providers[:-1])} could not start here; use --device cpu")
         self._input = self._session.get_inputs()[0]
         self.input_dtype = np.dtype({"tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(float)": "float32"}.get(self._input.type, "float32"))
         self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
@@ -134,17 +171,62 @@ class OnnxRuntimeEngine(Engine):
         return self._session.run(None, {self._input.name: images.astype(self.input_dtype)})[0].astype(np.float32)
 
 
-def open_engine(path: str | os.PathLike, engine: str = "auto", threads: int | None = None) -> Engine:
-    """Open `path` with `engine` (`auto` picks by suffix)."""
+class KerasEngine(Engine):
+    """A `.keras` file through whatever Keras backend is installed (TensorFlow, JAX or PyTorch).
+
+    Keras is optional for the runtime and imported only here, so a Pi never needs it.
+    """
+
+    name = "keras"
+
+    def __init__(self, path: Path, threads: int | None = None, device: str = "cpu"):
+        super().__init__(path)
+        try:
+            keras = importlib.import_module("keras")
+        except ImportError:
+            raise EngineError(f"{path}: .keras models need Keras (pip install keras plus a backend); use a .tflite or .onnx file") from None
+        self.version = f"keras {keras.__version__} ({keras.backend.backend()})"
+        if device == "gpu" and not _keras_backend_has_gpu(keras.backend.backend()):
+            raise EngineError(f"--device gpu: the Keras {keras.backend.backend()} backend sees no GPU here; use --device cpu")
+        try:
+            self._model = keras.models.load_model(path, compile=False)
+        except Exception as error:  # Keras raises many types for bad archives
+            raise EngineError(f"{path}: not a loadable Keras model ({str(error).splitlines()[0][:200]})") from None
+
+    def _run(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self._model.predict_on_batch(images.astype(np.uint8, copy=False)), dtype=np.float32)
+
+
+def _keras_backend_has_gpu(backend: str) -> bool:
+    try:
+        if backend == "jax":
+            return any(d.platform == "gpu" for d in importlib.import_module("jax").devices())
+        if backend == "torch":
+            return bool(importlib.import_module("torch").cuda.is_available())
+        if backend == "tensorflow":
+            return bool(importlib.import_module("tensorflow").config.list_physical_devices("GPU"))
+    except RuntimeError:  # jax raises when no platform (GPU or otherwise) can start
+        return False
+    return False
+
+
+def open_engine(path: str | os.PathLike, engine: str = "auto", threads: int | None = None, device: str = "cpu") -> Engine:
+    """Open `path` with `engine` (`auto` picks by suffix) on `device` (`cpu` or `gpu`)."""
     path = Path(path)
     if not path.is_file():
         raise EngineError(f"{path}: no such model file")
     if engine not in ENGINES:
         raise EngineError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if device not in DEVICES:
+        raise EngineError(f"unknown device {device!r}; choose cpu or gpu")
     if engine == "auto":
         engine = engine_for(path) or ""
     if engine == "litert":
+        if device == "gpu":
+            raise EngineError("--device gpu: LiteRT's Python package has no GPU delegate; use an .onnx or .keras model for the GPU")
         return LiteRTEngine(path, threads)
     if engine == "onnxruntime":
-        return OnnxRuntimeEngine(path, threads)
-    raise EngineError(f"{path}: unsupported model file (expected .tflite or .onnx)")
+        return OnnxRuntimeEngine(path, threads, device)
+    if engine == "keras":
+        return KerasEngine(path, threads, device)
+    raise EngineError(f"{path}: unsupported model file (expected .tflite, .onnx or .keras)")

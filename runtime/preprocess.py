@@ -32,3 +32,27 @@ def fit_square(image: np.ndarray, size: int = 32, fit: str = "crop") -> np.ndarr
         )
     shrinking = image.shape[0] > size or image.shape[1] > size
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Any H x W image as H x W x 3 uint8 RGB.
+
+    Accepts gray (H x W or H x W x 1), RGB and RGBA (alpha dropped, as PIL's convert("RGB")
+    does), in 8 or 16 bits. Colour order is not guessed: callers hand in RGB, and frames
+    from OpenCV are converted where they are read, once.
+    """
+    image = np.asarray(image)
+    if image.ndim not in (2, 3) or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"expected an H x W or H x W x C image, got shape {image.shape}")
+    if image.ndim == 3 and image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected 1, 3 or 4 channels, got {image.shape[2]}")
+    if image.dtype == np.uint16:
+        # Round to nearest rather than shift, so 65535 maps to 255 and mid-grey stays mid-grey.
+        image = ((image.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"expected uint8 or uint16 pixels, got {image.dtype}")
+    if image.ndim == 2 or image.shape[2] == 1:
+        return np.repeat(image.reshape(image.shape[0], image.shape[1], 1), 3, axis=2)
+    if image.shape[2] == 4:
+        return np.ascontiguousarray(image[:, :, :3])
+    return image

@@ -130,3 +130,20 @@ def tiny_model(small_dataset, tmp_path_factory) -> Path:
     settings = TrainSettings.for_model("resnet8", epochs=2, batch_size=32, learning_rate=0.05)
     result = train(settings, small_dataset, tmp_path_factory.mktemp("tiny-model"), verbose=0)
     return result.files["model.keras"]
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_model, small_dataset, tmp_path_factory) -> tuple[Path, dict]:
+    """Every format of `tiny_model`, exported once for the export, runtime and benchmark tests."""
+    pytest.importorskip("tensorflow")
+    from cifar_edge.export.exporter import ExportOptions, export_model
+    from cifar_edge.runtime.formats import FORMATS
+
+    out = tmp_path_factory.mktemp("export")
+    options = ExportOptions(calibration_images=100, validate_images=100, max_accuracy_drop=100.0)
+    return out, export_model(tiny_model, out, list(FORMATS), small_dataset, options)
+
+
+def export_file(tiny_export, format_name: str) -> Path:
+    out, manifest = tiny_export
+    return out / next(row["file"] for row in manifest["files"] if row["format"] == format_name)

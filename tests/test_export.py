@@ -24,9 +24,8 @@ SMALL = ExportOptions(calibration_images=100, validate_images=100, max_accuracy_
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_model, small_dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("export")
-    manifest = export_model(tiny_model, out, list(FORMATS), small_dataset, SMALL)
+def exported(tiny_export):
+    out, manifest = tiny_export
     return out, manifest, {row["format"]: row for row in manifest["files"]}
 
 

@@ -51,11 +51,21 @@ def test_runtime_extra_pulls_no_tensorflow(wheel):
     assert any(r.startswith("onnxruntime") for r in base_and_runtime)
 
 
-def test_console_script_is_declared(wheel):
+@pytest.mark.parametrize("script, part", [("cifar-train", "train"), ("cifar-export", "export"), ("cifar-run", "runtime")])
+def test_console_scripts_are_declared(wheel, script, part):
     with zipfile.ZipFile(wheel) as archive:
         entry_points = archive.read(next(n for n in archive.namelist() if n.endswith("entry_points.txt"))).decode()
-    assert "cifar-train = cifar_edge.train.cli:main" in entry_points
-    assert "cifar-export = cifar_edge.export.cli:main" in entry_points
+    assert f"{script} = cifar_edge.{part}.cli:main" in entry_points
+
+
+def test_wheel_ships_the_packaged_models(wheel):
+    from cifar_edge.runtime.classifier import packaged_models
+
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert packaged_models()
+    for name, folder in packaged_models().items():
+        for file in folder.iterdir():
+            assert f"cifar_edge/runtime/models/{name}/{file.name}" in names
 
 
 @pytest.mark.parametrize("source", sorted((REPO / "runtime").rglob("*.py")), ids=lambda p: p.name)

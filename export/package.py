@@ -1,0 +1,64 @@
+"""Copy chosen files of an export folder into the runtime's packaged models.
+
+    python -m cifar_edge.export.package runs/resnet8-5ep/export-int8 --name resnet8-preview
+
+The packaged manifest keeps only the copied files' rows, and records the export folder it
+came from, so `cifar-run --model NAME --info` can say exactly what ships.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from cifar_edge.runtime.classifier import PACKAGED_DIR
+from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, run_cli
+from cifar_edge.runtime.files import atomic_path, writable_dir, write_json
+from cifar_edge.runtime.formats import FORMAT_NAMES
+
+PACKAGED_FORMATS = ("tflite-int8", "onnx-int8")
+
+
+def package_export(export_dir: Path, name: str, formats=PACKAGED_FORMATS, destination: Path = PACKAGED_DIR) -> Path:
+    """Copy `formats` from `export_dir` to `destination/name`; return that folder."""
+    export_dir = Path(export_dir)
+    try:
+        manifest = json.loads((export_dir / "manifest.json").read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CifarEdgeError(f"{export_dir}: no readable manifest.json ({error})") from None
+    rows = {row["format"]: row for row in manifest["files"]}
+    missing = [f for f in formats if rows.get(f, {}).get("status") != "passed"]
+    if missing:
+        raise CifarEdgeError(f"{export_dir}: no passed export for {', '.join(missing)}")
+    target = writable_dir(Path(destination) / name, "--name")
+    for stale in target.iterdir():
+        if stale.is_file():
+            stale.unlink()
+    for export_format in formats:
+        with atomic_path(target / rows[export_format]["file"]) as temporary:
+            shutil.copyfile(export_dir / rows[export_format]["file"], temporary)
+    # Paths relative to the repo (the working folder), so no machine's layout ships in the package.
+    source = manifest.get("source") or ""
+    packaged = {**manifest, "packaged_name": name, "source": os.path.relpath(source) if source else "", "exported_to": os.path.relpath(export_dir)}
+    packaged["files"] = [rows[f] for f in formats]
+    write_json(target / "manifest.json", packaged)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    def body():
+        parser = ArgumentParser(prog="python -m cifar_edge.export.package", description=__doc__.splitlines()[0])
+        parser.add_argument("export_dir", type=Path)
+        parser.add_argument("--name", required=True, help="the name cifar-run --model will know it by")
+        parser.add_argument("--formats", nargs="+", choices=FORMAT_NAMES, default=list(PACKAGED_FORMATS))
+        args = parser.parse_args(argv)
+        print(package_export(args.export_dir, args.name, tuple(args.formats)))
+
+    return run_cli("package", body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

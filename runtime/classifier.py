@@ -1,0 +1,226 @@
+"""`Classifier`: any image in, labelled predictions out, on LiteRT, ONNX Runtime or Keras.
+
+`classify()` is `preprocess` -> `invoke` -> `postprocess`, and each step is public so the
+CLI can time them separately. Images are RGB; frames from OpenCV are converted where they
+are read (see `sources`), never here, so nothing is swapped twice.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cifar_edge.runtime.engines import DEVICES, ENGINES, Engine, EngineError, open_engine
+from cifar_edge.runtime.errors import CifarEdgeError
+from cifar_edge.runtime.formats import FORMATS, engine_for
+from cifar_edge.runtime.labels import CLASS_NAMES, IMAGE_SIZE, INPUT_CONTRACT, NUM_CLASSES, OUTPUT_CONTRACT
+from cifar_edge.runtime.preprocess import FITS, as_rgb_uint8, fit_square
+
+#: Packaged models live beside this file, one folder each with its export manifest.
+PACKAGED_DIR = Path(__file__).parent / "models"
+#: What `Classifier()` and `cifar-run` use with no model named: the best model trained so far.
+DEFAULT_MODEL = "resnet8-preview"
+
+
+class ImageError(CifarEdgeError):
+    """An image array the classifier cannot take (wrong shape or pixel type)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One class and its probability."""
+
+    label: str
+    class_id: int
+    score: float
+
+
+@dataclass(frozen=True)
+class ClassifierOptions:
+    """How a `Classifier` runs; checked when it is built."""
+
+    engine: str = "auto"
+    """`auto` (LiteRT for .tflite, ONNX Runtime for .onnx, Keras for .keras), or one of those by name."""
+    device: str = "cpu"
+    """`cpu`, or `gpu` through ONNX Runtime's CUDA/TensorRT providers or a Keras GPU backend."""
+    threads: int | None = None
+    """Engine threads; None lets the engine choose (usually one per core)."""
+    fit: str = "crop"
+    """How a non-square image becomes square: centred `crop`, black `pad`, or `stretch`."""
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise CifarEdgeError(f"engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
+        if self.device not in DEVICES:
+            raise CifarEdgeError(f"device {self.device!r}: choose one of {', '.join(DEVICES)}")
+        if self.threads is not None and self.threads < 1:
+            raise CifarEdgeError(f"threads {self.threads}: must be at least 1")
+        if self.fit not in FITS:
+            raise CifarEdgeError(f"fit {self.fit!r}: choose one of {', '.join(FITS)}")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A model file and what travels with it."""
+
+    path: Path
+    name: str
+    """The packaged name, or the file's stem."""
+    format: str | None
+    """Its row in the format table when the manifest says (`tflite-int8`, ...)."""
+    class_names: tuple[str, ...]
+    packaged: bool
+
+
+def packaged_models() -> dict[str, Path]:
+    """Name -> folder for every model shipped inside the package."""
+    if not PACKAGED_DIR.is_dir():
+        return {}
+    return {folder.name: folder for folder in sorted(PACKAGED_DIR.iterdir()) if (folder / "manifest.json").is_file()}
+
+
+def resolve_model(model: str | os.PathLike | None = None, engine: str = "auto", device: str = "cpu") -> ResolvedModel:
+    """A model path, or a packaged model's name, as the file to open and its class names."""
+    spec = str(model) if model is not None else DEFAULT_MODEL
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return _resolve_file(path)
+    if (path / "manifest.json").is_file():
+        # An export folder: pick its file the way a packaged model's is picked.
+        return _resolve_folder(path.name, path, engine, device, packaged=False)
+    packaged = packaged_models()
+    if spec in packaged:
+        return _resolve_folder(spec, packaged[spec], engine, device, packaged=True)
+    if path.suffix or os.sep in spec or path.exists():
+        raise EngineError(f"{spec}: no such model file" if not path.exists() else f"{spec}: not a model file")
+    names = ", ".join(packaged) or "none installed"
+    raise EngineError(f"{spec}: no such model file or packaged model (packaged: {names})")
+
+
+def _read_manifest(folder: Path) -> dict | None:
+    manifest = folder / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        data = json.loads(manifest.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EngineError(f"{manifest}: unreadable manifest ({error})") from None
+    return data if isinstance(data, dict) else None
+
+
+def _checked_names(names, where: str) -> tuple[str, ...]:
+    if not isinstance(names, list) or len(names) != NUM_CLASSES or not all(isinstance(n, str) for n in names):
+        raise EngineError(f"{where}: class_names must be a list of {NUM_CLASSES} strings")
+    return tuple(names)
+
+
+def _resolve_file(path: Path) -> ResolvedModel:
+    manifest = _read_manifest(path.parent)
+    row = None
+    if manifest is not None:
+        row = next((r for r in manifest.get("files", []) if isinstance(r, dict) and r.get("file") == path.name), None)
+    names = _checked_names(manifest["class_names"], str(path.parent / "manifest.json")) if row and "class_names" in manifest else None
+    return ResolvedModel(path, path.stem, row.get("format") if row else None, names or (), packaged=False)
+
+
+def _litert_installed() -> bool:
+    return any(importlib.util.find_spec(name) for name in ("ai_edge_litert", "tflite_runtime"))
+
+
+def _resolve_folder(name: str, folder: Path, engine: str, device: str, packaged: bool) -> ResolvedModel:
+    manifest = _read_manifest(folder) or {}
+    rows = [r for r in manifest.get("files", []) if isinstance(r, dict) and (folder / str(r.get("file"))).is_file()]
+    if engine == "auto":
+        # The GPU is reached through ONNX Runtime; on the CPU LiteRT is the smaller, faster install.
+        order = ("onnxruntime", "litert") if device == "gpu" or not _litert_installed() else ("litert", "onnxruntime")
+    else:
+        order = (engine,)
+    precision_rank = {f.name: i for i, f in enumerate(sorted(FORMATS, key=lambda f: f.precision != "int8"))}
+    for wanted in order:
+        candidates = [r for r in rows if engine_for(r["file"]) == wanted]
+        if candidates:
+            row = min(candidates, key=lambda r: precision_rank.get(r.get("format"), len(precision_rank)))
+            names = _checked_names(manifest.get("class_names"), str(folder / "manifest.json"))
+            return ResolvedModel(folder / row["file"], name, row.get("format"), names, packaged)
+    raise EngineError(f"{folder}: no model file for engine {' or '.join(order)} in its manifest")
+
+
+class Classifier:
+    """Classify images with an exported model (or a `.keras` file when Keras is installed).
+
+    >>> Classifier().classify(rgb_image, top_k=3)  # the packaged default model
+    [Prediction(label='cat', class_id=3, score=0.81), ...]
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | None = None,
+        engine: str = "auto",
+        device: str = "cpu",
+        threads: int | None = None,
+        fit: str = "crop",
+    ):
+        self.options = ClassifierOptions(engine=engine, device=device, threads=threads, fit=fit)
+        self.model = resolve_model(model, engine, device)
+        self.engine: Engine = open_engine(self.model.path, engine, threads, device)
+        self.class_names = self.model.class_names or self._names_from_engine()
+
+    def _names_from_engine(self) -> tuple[str, ...]:
+        metadata = getattr(self.engine, "metadata", {})
+        if "class_names" in metadata:
+            try:
+                return _checked_names(json.loads(metadata["class_names"]), f"{self.model.path} metadata")
+            except json.JSONDecodeError:
+                raise EngineError(f"{self.model.path}: class_names metadata is not JSON") from None
+        return CLASS_NAMES
+
+    def preprocess(self, image: np.ndarray) -> np.ndarray:
+        """An RGB image of any size, gray/RGB/RGBA, 8 or 16 bit, as the 32x32x3 uint8 the model takes."""
+        try:
+            return fit_square(as_rgb_uint8(image), IMAGE_SIZE, self.options.fit)
+        except ValueError as error:
+            raise ImageError(f"image: {error}") from None
+
+    def invoke(self, batch: np.ndarray) -> np.ndarray:
+        """uint8 (N, 32, 32, 3) -> float32 (N, 10) probabilities; quantization is the engine's business."""
+        return self.engine.predict(batch)
+
+    def postprocess(self, probabilities: np.ndarray, top_k: int = 1) -> list[Prediction]:
+        """The `top_k` most probable classes of one image, best first."""
+        top_k = max(1, min(int(top_k), len(probabilities)))
+        best = np.argsort(probabilities)[::-1][:top_k] if top_k > 1 else (int(np.argmax(probabilities)),)
+        return [Prediction(self.class_names[i], int(i), float(probabilities[i])) for i in best]
+
+    def classify(self, image: np.ndarray, top_k: int = 1) -> list[Prediction]:
+        batch = self.preprocess(image)[None]
+        return self.postprocess(self.invoke(batch)[0], top_k)
+
+    def classify_batch(self, images, top_k: int = 1) -> list[list[Prediction]]:
+        """A list of images (any sizes), or a uint8 (N, H, W, C) array."""
+        if len(images) == 0:
+            return []
+        batch = np.stack([self.preprocess(image) for image in images])
+        return [self.postprocess(row, top_k) for row in self.invoke(batch)]
+
+    def info(self) -> dict:
+        """What `cifar-run --info` prints: the resolved file, its engine and contract."""
+        return {
+            "model": self.model.name,
+            "path": str(self.model.path.resolve()),
+            "packaged": self.model.packaged,
+            "format": self.model.format,
+            "engine": self.engine.name,
+            "engine_version": self.engine.version,
+            "device": self.options.device,
+            "providers": getattr(self.engine, "providers", None),
+            "size_bytes": self.model.path.stat().st_size,
+            "class_names": list(self.class_names),
+            "input": INPUT_CONTRACT,
+            "output": OUTPUT_CONTRACT,
+            "model_input_dtype": self.engine.input_dtype.name,
+        }

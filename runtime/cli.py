@@ -1,0 +1,213 @@
+"""`cifar-run`: classify images, a video file or a camera with LiteRT or ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+from cifar_edge.runtime.classifier import DEFAULT_MODEL, Classifier, packaged_models
+from cifar_edge.runtime.engines import DEVICES, ENGINES
+from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, positive_int, run_cli
+from cifar_edge.runtime.files import atomic_path, check_writable_dir
+from cifar_edge.runtime.labels import NUM_CLASSES
+from cifar_edge.runtime.preprocess import FITS
+from cifar_edge.runtime.runner import Result, RunStats, annotate, classify_frames
+from cifar_edge.runtime.sources import Camera, FrameSource, ImageFiles, SourceError, VideoFile
+
+WINDOW = "cifar-run"
+VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="cifar-run",
+        description="Classify image files, a video file or a camera with an exported CIFAR-10 model, without TensorFlow.",
+        epilog="Labels go to stdout (JSON Lines with --json); errors and the closing summary go to stderr. "
+        "Exit 1 if any input failed, 2 for bad arguments or models, 130 on Ctrl-C.",
+    )
+    parser.add_argument("paths", nargs="*", metavar="PATH", help="image files, folders (searched recursively) or globs")
+    parser.add_argument(
+        "--model",
+        help=f"a .tflite, .onnx or .keras file, an export folder, or a packaged name "
+        f"({', '.join(packaged_models()) or 'none installed'}; default {DEFAULT_MODEL})",
+    )
+    parser.add_argument(
+        "--camera", nargs="?", const="0", metavar="INDEX|DEVICE|URL",
+        help="classify a live camera: an index (default 0), /dev/videoN, a stream URL, or csi for a Pi camera module (picamera2)",
+    )
+    parser.add_argument("--video", metavar="FILE", help="classify every frame of a video file")
+    parser.add_argument("--top-k", type=positive_int, default=1, help="classes to report per image (default: 1)")
+    parser.add_argument("--json", action="store_true", help="print JSON Lines, one object per image or frame")
+    parser.add_argument("--show", action="store_true", help="show frames with label, score and FPS (q or Esc quits)")
+    parser.add_argument("--save", metavar="OUT.mp4", help="write the annotated video (.mp4 or .avi)")
+    parser.add_argument("--max-frames", type=positive_int, help="stop after reading this many frames or images")
+    parser.add_argument("--every", type=positive_int, default=1, help="classify every N-th frame (default: 1, all)")
+    parser.add_argument("--engine", choices=ENGINES, default="auto", help="default: by file suffix")
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu needs ONNX Runtime's CUDA/TensorRT providers or a Keras GPU backend")
+    parser.add_argument("--threads", type=positive_int, help="engine threads (default: the engine's choice)")
+    parser.add_argument("--fit", choices=FITS, default="crop", help="how non-square images become square (default: crop)")
+    parser.add_argument("--info", action="store_true", help="describe the resolved model and exit (unless inputs are given too)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("cifar-run", lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    kinds = [kind for kind, given in (("PATH", args.paths), ("--video", args.video is not None), ("--camera", args.camera is not None)) if given]
+    if len(kinds) > 1:
+        parser.error(f"give image PATHs, --video or --camera, one kind per run (got {' and '.join(kinds)})")
+    if not kinds and not args.info:
+        parser.error("nothing to classify: give image PATHs, --video FILE or --camera")
+    if args.top_k > NUM_CLASSES:
+        parser.error(f"--top-k {args.top_k}: the model has only {NUM_CLASSES} classes")
+    if args.save is not None:
+        if args.paths:
+            parser.error("--save writes a video: use it with --video or --camera")
+        if Path(args.save).suffix.lower() not in VIDEO_CODECS:
+            parser.error(f"--save {args.save}: use a .mp4 or .avi file name")
+        check_writable_dir(Path(args.save).absolute().parent, "--save")
+    if args.show:
+        _check_gui()
+
+    classifier = Classifier(args.model, engine=args.engine, device=args.device, threads=args.threads, fit=args.fit)
+    if args.info:
+        _print_info(classifier.info(), args.json)
+        if not kinds:
+            return 0
+
+    with ExitStack() as stack:
+        source = stack.enter_context(_open_source(args))
+        save = stack.enter_context(_video_saver(args.save, source.fps)) if args.save else None
+        stats = RunStats()
+        stopped: BaseException | None = None
+        try:
+            classify_frames(
+                classifier, source, top_k=args.top_k, every=args.every, max_frames=args.max_frames,
+                on_result=_Output(args, source, stats, save), stats=stats,
+            )
+        except _Quit:
+            pass
+        except (KeyboardInterrupt, SourceError) as reason:
+            # Keep what was done: the summary is printed and a saved video is completed.
+            stopped = reason
+    print(f"cifar-run: {stats.summary_line()}", file=sys.stderr)
+    if isinstance(stopped, KeyboardInterrupt):
+        print("cifar-run: interrupted", file=sys.stderr)
+        return 130
+    if stopped is not None:
+        raise stopped
+    return 1 if stats.errors else 0
+
+
+class _Quit(Exception):
+    """The user closed the --show window."""
+
+
+def _check_gui() -> None:
+    import cv2
+
+    try:
+        cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
+    except cv2.error:
+        raise CifarEdgeError("--show: this OpenCV has no GUI (opencv-python-headless); pip install opencv-python, or use --save") from None
+
+
+def _open_source(args) -> FrameSource:
+    if args.video is not None:
+        return VideoFile(args.video)
+    if args.camera is not None:
+        return Camera(args.camera)
+    return ImageFiles(args.paths)
+
+
+@contextmanager
+def _video_saver(path: str, fps: float | None):
+    """A function that appends BGR frames to `path`, which appears only once complete."""
+    import cv2
+
+    target = Path(path)
+    with atomic_path(target) as temporary:
+        writer = None
+
+        def write(bgr):
+            nonlocal writer
+            if writer is None:
+                fourcc = cv2.VideoWriter_fourcc(*VIDEO_CODECS[target.suffix.lower()])
+                writer = cv2.VideoWriter(str(temporary), fourcc, fps or 30.0, (bgr.shape[1], bgr.shape[0]))
+                if not writer.isOpened():
+                    raise CifarEdgeError(f"--save {path}: OpenCV cannot write this video format here")
+            writer.write(bgr)
+
+        try:
+            yield write
+        finally:
+            if writer is not None:
+                writer.release()
+
+
+class _Output:
+    """Prints each result, and feeds the window and the video writer."""
+
+    def __init__(self, args, source: FrameSource, stats: RunStats, save):
+        self.args, self.source, self.stats, self.save = args, source, stats, save
+        self.last_predictions = None
+
+    def __call__(self, result: Result) -> None:
+        frame = result.frame
+        if result.predictions is not None:
+            self.last_predictions = result.predictions
+            print(self._record(result), flush=self.source.is_stream)
+        elif frame.error is not None:
+            if self.args.json:
+                print(json.dumps({"source": frame.source, **self._frame_field(frame), "error": frame.error}), flush=True)
+            else:
+                print(f"cifar-run: error: {frame.source}: {frame.error}", file=sys.stderr, flush=True)
+        if frame.image is not None and (self.args.show or self.save):
+            # Skipped frames (--every) keep the last label, so the video shows every frame.
+            bgr = annotate(frame.image, self.last_predictions, self.stats.fps if self.source.is_stream else None)
+            if self.save:
+                self.save(bgr)
+            if self.args.show:
+                import cv2
+
+                cv2.imshow(WINDOW, bgr)
+                if cv2.waitKey(1 if self.source.is_stream else 0) & 0xFF in (ord("q"), 27):
+                    raise _Quit
+
+    def _frame_field(self, frame) -> dict:
+        return {"frame": frame.index} if self.source.is_stream else {}
+
+    def _record(self, result: Result) -> str:
+        best, frame = result.predictions[0], result.frame
+        if self.args.json:
+            return json.dumps({
+                "source": frame.source,
+                **self._frame_field(frame),
+                "label": best.label,
+                "class_id": best.class_id,
+                "score": round(best.score, 6),
+                "top_k": [{"label": p.label, "class_id": p.class_id, "score": round(p.score, 6)} for p in result.predictions],
+                "latency_ms": round(result.latency_ms, 3),
+            })
+        where = f"{frame.source} #{frame.index}" if self.source.is_stream else frame.source
+        others = ", ".join(f"{p.label} {p.score:.3f}" for p in result.predictions[1:])
+        return f"{where}: {best.label} {best.score:.3f}" + (f" ({others})" if others else "")
+
+
+def _print_info(info: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(info))
+        return
+    for key, value in info.items():
+        if value is not None:
+            print(f"{key}: {', '.join(value) if key == 'class_names' else value}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""The runtime benchmark and the clip maker, on the tiny model and a handful of images."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from cifar_edge.benchmarks.clips import frame_around, make_samples, write_clip
+from cifar_edge.benchmarks.runtime_speed import classifier_overhead, measure
+from cifar_edge.runtime import Classifier
+from conftest import export_file
+
+
+def test_frame_around_puts_the_image_back_where_crop_finds_it(small_dataset):
+    rgb = small_dataset.test.images[0]
+    frame = cv2.cvtColor(frame_around(rgb), cv2.COLOR_BGR2RGB)
+    assert frame.shape == (480, 640, 3) and frame[:, :80].max() == 0
+    back = cv2.resize(frame[:, 80:560], (32, 32), interpolation=cv2.INTER_AREA)
+    assert np.abs(back.astype(int) - rgb).mean() < 4
+
+
+def test_clip_holds_each_image_for_the_asked_frames(small_dataset, tmp_path):
+    path = write_clip(small_dataset.test.images[:3], tmp_path / "c.avi", frames_per_image=2)
+    capture = cv2.VideoCapture(str(path))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    capture.release()
+
+
+def test_samples_are_one_photo_per_class_and_a_clip(image_tree, tmp_path):
+    written = make_samples(str(image_tree), tmp_path)
+    assert len([p for p in written if p.suffix == ".jpg"]) == 10 and written[-1].name == "clip.mp4"
+
+
+def test_measure_reports_overhead_video_and_photo_paths(tiny_export, image_tree):
+    model = export_file(tiny_export, "tflite-int8")
+    result = measure(str(model), str(image_tree), images=20)
+    assert result["images"] == 20
+    for path in ("video", "photos"):
+        assert result[path]["classified"] == 20 and 0 <= result[path]["accuracy"] <= 1
+        # Upscaling into a 640x480 frame and back must not change what the model sees much.
+        assert result[path]["agreement_with_raw"] >= 0.8, result[path]
+    assert result["overhead"]["ratio"] > 0
+
+
+def test_overhead_compares_the_same_model(tiny_export, small_dataset):
+    classifier = Classifier(export_file(tiny_export, "tflite-int8"), threads=1)
+    result = classifier_overhead(classifier, small_dataset.test.images[0], calls=200, rounds=4)
+    assert result["calls_each"] == 200 and result["bare_litert_ms"] > 0 and result["classify_ms"] > 0
