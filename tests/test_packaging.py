@@ -51,7 +51,7 @@ def test_runtime_extra_pulls_no_tensorflow(wheel):
     assert any(r.startswith("onnxruntime") for r in base_and_runtime)
 
 
-@pytest.mark.parametrize("script, part", [("cifar-train", "train"), ("cifar-export", "export"), ("cifar-run", "runtime")])
+@pytest.mark.parametrize("script, part", [("cifar-train", "train"), ("cifar-export", "export"), ("cifar-run", "runtime"), ("cifar-bench", "benchmarks")])
 def test_console_scripts_are_declared(wheel, script, part):
     with zipfile.ZipFile(wheel) as archive:
         entry_points = archive.read(next(n for n in archive.namelist() if n.endswith("entry_points.txt"))).decode()

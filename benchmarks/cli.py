@@ -1,0 +1,133 @@
+"""`cifar-bench`: accuracy against latency for every format, and reports merged across devices."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from cifar_edge.benchmarks.bench import (
+    BENCH_ENGINES,
+    BenchOptions,
+    find_candidates,
+    markdown_table,
+    read_results,
+    run_benchmark,
+    write_outputs,
+)
+from cifar_edge.runtime.data import load_cifar10, resolve_source
+from cifar_edge.runtime.errors import ArgumentParser, non_negative_int, positive_float, positive_int, run_cli
+from cifar_edge.runtime.files import check_writable_dir, writable_dir
+
+
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """`1,32` -> (1, 32): positive whole numbers, comma-separated."""
+    try:
+        sizes = tuple(positive_int(part.strip()) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        sizes = ()
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"expected positive whole numbers separated by commas, got {text!r}")
+    return tuple(sorted(set(sizes)))
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="cifar-bench",
+        description="Measure accuracy, latency, throughput, size and memory of model files on this machine.",
+        epilog="cifar-bench report DIR ... --out DIR merges results from several runs or devices. "
+        "Exit 1 if any row failed, 2 for bad input.",
+    )
+    parser.add_argument("models", nargs="+", metavar="MODEL_OR_DIR", help=".tflite/.onnx/.keras files, or export folders with manifest.json")
+    parser.add_argument("--out", required=True, type=Path, help="folder for results.json, .csv, .md and the plot")
+    parser.add_argument("--data", help="CIFAR-10 source (default: $CIFAR10_DATA, else download)")
+    parser.add_argument("--limit", type=positive_int, help="test images, class-balanced (default: all 10,000)")
+    parser.add_argument("--threads", type=positive_int, help="engine threads (default: each engine's choice)")
+    parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 32), help="throughput batch sizes (default: 1,32)")
+    parser.add_argument("--min-time", type=positive_float, default=2.0, help="seconds of timed runs per batch size (default: 2)")
+    parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs before timing (default: 10)")
+    parser.add_argument("--device-name", help="this machine's label in merged reports (default: host name)")
+    parser.add_argument("--engines", nargs="+", choices=BENCH_ENGINES, default=list(BENCH_ENGINES), help="engines to measure (default: all)")
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="test subset seed; 0 matches cifar-export validation (default: 0)")
+    return parser
+
+
+def build_report_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="cifar-bench report", description="Merge cifar-bench results into one table and plot, grouped by device.")
+    parser.add_argument("results", nargs="+", metavar="DIR", help="cifar-bench output folders (or results.json files)")
+    parser.add_argument("--out", required=True, type=Path)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["report"]:
+        return run_cli("cifar-bench report", lambda: _report(argv[1:]))
+    return run_cli("cifar-bench", lambda: _bench(argv))
+
+
+def _bench(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    options = BenchOptions(limit=args.limit, threads=args.threads, batch_sizes=args.batch_sizes, min_time=args.min_time,
+                           warmup=args.warmup, engines=tuple(args.engines), device_name=args.device_name, seed=args.seed)
+    check_writable_dir(args.out)
+    candidates = find_candidates(args.models, options.engines)
+    source = resolve_source(args.data)
+    dataset = load_cifar10(source)
+    split = dataset.test.balanced_subset(options.limit, options.seed) if options.limit else dataset.test
+    out = writable_dir(args.out)
+    results = run_benchmark(candidates, split, options, dataset.source, on_row=_progress(len(candidates)),
+                            command=shlex.join(["cifar-bench", *argv]))
+    paths = write_outputs([results], out)
+    print(markdown_table([results]), end="")
+    for path in paths:
+        print(f"wrote {path}")
+    if not any(path.suffix == ".png" for path in paths):
+        print("cifar-bench: plot skipped: matplotlib is not installed (pip install matplotlib, or run `cifar-bench report` elsewhere)",
+              file=sys.stderr)
+    return 1 if any(row["status"] != "ok" for row in results["rows"]) else 0
+
+
+def _progress(total: int):
+    """A tqdm bar when tqdm is installed, else one line per row on stderr."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        tqdm = None
+    bar = tqdm(total=total, unit="model", file=sys.stderr, dynamic_ncols=True) if tqdm else None
+    done = 0
+
+    def update(candidate, row):
+        nonlocal done
+        label = f"{candidate.format} ({candidate.engine})"
+        if row is None:
+            if bar is not None:
+                bar.set_description(label)
+            return
+        done += 1
+        if bar is not None:
+            bar.update(1)
+            if done == total:
+                bar.close()
+        else:
+            print(f"cifar-bench: [{done}/{total}] {label}: {row.status}", file=sys.stderr)
+
+    return update
+
+
+def _report(argv: list[str]) -> int:
+    args = build_report_parser().parse_args(argv)
+    check_writable_dir(args.out)
+    runs = [run for given in args.results for run in read_results(given)]
+    runs.sort(key=lambda run: run["device"]["name"])  # grouped by device, stable within one
+    out = writable_dir(args.out)
+    paths = write_outputs(runs, out)
+    print(markdown_table(runs), end="")
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""`cifar-bench`: statistics, candidates, failure rows, outputs and the merged report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+from cifar_edge.benchmarks.bench import (
+    SCHEMA,
+    TABLE_COLUMNS,
+    BenchError,
+    BenchOptions,
+    Candidate,
+    find_candidates,
+    latency_stats,
+    measure,
+    pareto_front,
+    read_results,
+)
+from cifar_edge.benchmarks.cli import main
+from cifar_edge.runtime.formats import FORMATS
+from conftest import REPO, export_file
+
+FAST = ["--min-time", "0.05", "--warmup", "2", "--batch-sizes", "1,8"]
+
+
+def test_percentiles_of_a_known_series():
+    stats = latency_stats(np.arange(1, 101) / 1000)  # 1..100 ms
+    assert stats["runs"] == 100 and stats["p50"] == 50.5 and stats["min"] == 1.0
+    assert stats["p90"] == pytest.approx(90.1) and stats["p99"] == pytest.approx(99.01)
+    assert stats["outliers"] == 0 and stats["mean"] == 50.5
+
+
+def test_slow_outliers_leave_the_mean_but_not_the_percentiles():
+    rng = np.random.default_rng(0)
+    series = np.concatenate([rng.normal(1.0, 0.01, 980), np.full(20, 100.0)]) / 1000
+    stats = latency_stats(series)
+    assert stats["outliers"] == 20
+    assert stats["mean"] == pytest.approx(1.0, abs=0.01) and stats["std"] < 0.05
+    assert stats["p99"] > 50, "percentiles still see the slow runs"
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    points = [(1.0, 70.0), (2.0, 80.0), (3.0, 75.0), (0.5, 60.0), (2.0, 79.0), (5.0, 81.0)]
+    assert sorted(pareto_front(points)) == [0, 1, 3, 5]
+
+
+def test_export_folder_gives_every_format_and_the_keras_reference(tiny_export):
+    out, manifest = tiny_export
+    candidates = find_candidates([str(out)])
+    assert [c.format for c in candidates if not c.reference] == [f.name for f in FORMATS]
+    (reference,) = [c for c in candidates if c.reference]
+    assert reference.engine == "keras" and str(reference.path) == manifest["source"]
+    only = find_candidates([str(out)], ("onnxruntime",))
+    assert {c.format for c in only} == {"onnx-fp32", "onnx-int8"}
+
+
+def test_bad_paths_and_empty_folders_are_one_line_errors(tmp_path):
+    with pytest.raises(BenchError, match="no such file"):
+        find_candidates([str(tmp_path / "missing")])
+    with pytest.raises(BenchError, match="holds no manifest"):
+        find_candidates([str(tmp_path)])
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(BenchError, match="not a model file"):
+        find_candidates([str(tmp_path / "notes.txt")])
+
+
+def test_a_model_that_cannot_load_becomes_a_failed_row(tmp_path, small_dataset):
+    broken = tmp_path / "broken.tflite"
+    broken.write_bytes(b"not a model" * 100)
+    row = measure(Candidate(broken, "litert", "tflite"), small_dataset.test, BenchOptions(min_time=0.01, warmup=0))
+    assert row.status == "failed" and "not a loadable TFLite model" in row.error and row.accuracy is None
+
+
+@pytest.fixture(scope="module")
+def bench_run(tiny_export, image_tree, tmp_path_factory):
+    """The CLI on the tiny export (every format and the Keras reference) plus one broken file."""
+    folder, _ = tiny_export
+    broken = tmp_path_factory.mktemp("broken") / "broken.onnx"
+    broken.write_bytes(b"not onnx" * 100)
+    out = tmp_path_factory.mktemp("bench")
+    code = main([str(folder), str(broken), "--out", str(out), "--data", str(image_tree), "--limit", "100",
+                 "--device-name", "test-box", *FAST])
+    return code, out, json.loads((out / "results.json").read_text())
+
+
+def test_bench_measures_every_row_and_exits_1_for_the_failed_one(bench_run):
+    code, out, results = bench_run
+    assert code == 1
+    rows = {row["format"]: row for row in results["rows"]}
+    assert rows["onnx"]["status"] == "failed" and "not a loadable ONNX model" in rows["onnx"]["error"]
+    for name in [f.name for f in FORMATS] + ["keras"]:
+        row = rows[name]
+        assert row["status"] == "ok", row
+        assert row["images"] == 100 and 0 <= row["accuracy"] <= 1
+        latency = row["latency_ms"]
+        assert latency["runs"] >= 10 and latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"]
+        assert row["fps"] == pytest.approx(1000 / latency["p50"], rel=0.01)
+        assert set(row["throughput"]) == {"1", "8"} and row["size_bytes"] > 0 and row["load_ms"] > 0
+
+
+def test_bench_accuracies_match_the_export_validation_on_the_same_images(bench_run):
+    _, _, results = bench_run
+    for row in results["rows"]:
+        if row["status"] == "ok":
+            assert row["export_accuracy"] == pytest.approx(row["accuracy"]), row["format"]
+
+
+def test_bench_outputs_follow_the_documented_schema(bench_run):
+    _, out, results = bench_run
+    assert results["schema"] == SCHEMA and results["device"]["name"] == "test-box"
+    assert results["data"]["images"] == 100 and results["command"].startswith("cifar-bench ")
+    documented = set(re.findall(r"^\| `(\w+)` \|", (REPO / "docs" / "bench-results.md").read_text(), re.MULTILINE))
+    assert set(results) <= documented and set(results["rows"][0]) <= documented
+    with open(out / "results.csv") as handle:
+        assert len(list(csv.DictReader(handle))) == len(results["rows"])
+    header = (out / "results.md").read_text().splitlines()[0]
+    assert header == "| " + " | ".join(TABLE_COLUMNS) + " |"
+    assert (out / "accuracy_vs_latency.png").stat().st_size > 10_000
+
+
+def test_report_merges_devices_into_one_table_and_plot(bench_run, tmp_path, capsys):
+    _, out, results = bench_run
+    other = tmp_path / "pi"
+    other.mkdir()
+    results["device"]["name"] = "a-pi"
+    (other / "results.json").write_text(json.dumps(results))
+    merged = tmp_path / "merged"
+    assert main(["report", str(out), str(other), "--out", str(merged)]) == 0
+    table = (merged / "results.md").read_text().splitlines()
+    assert table[0].startswith("| Device | Format |")
+    devices = [line.split("|")[1].strip() for line in table[2:]]
+    assert devices == sorted(devices) and set(devices) == {"a-pi", "test-box"}
+    assert len(read_results(str(merged))) == 2 and (merged / "accuracy_vs_latency.png").is_file()
+
+
+def test_report_of_something_else_is_one_line(tmp_path, capsys):
+    (tmp_path / "results.json").write_text(json.dumps({"schema": "other"}))
+    assert main(["report", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
+    assert main(["report", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and "not a cifar-bench/1 results file" in err[0] and "no results.json" in err[1]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out", "o"], "required"),
+    (["x.tflite", "--out", "o", "--batch-sizes", "1,zero"], "comma"),
+    (["x.tflite", "--out", "o", "--min-time", "0"], "positive number"),
+    (["missing.tflite", "--out", "o"], "no such file"),
+])
+def test_bench_bad_arguments_are_one_line(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as stop:
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_bench_runs_with_only_runtime_engines(tiny_export, image_tree, tmp_path):
+    """What a Pi would run: no Keras row, and the children import no TensorFlow."""
+    out = tmp_path / "pi"
+    model = export_file(tiny_export, "tflite-int8")
+    single = tmp_path / "single"
+    single.mkdir()
+    shutil.copy(model, single)
+    assert main([str(single), "--out", str(out), "--data", str(image_tree), "--limit", "20", "--engines", "litert", *FAST]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [row["format"] for row in rows] == ["tflite"]
