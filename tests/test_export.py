@@ -220,3 +220,52 @@ def test_rerun_replaces_files_cleanly(tiny_model, small_dataset, tmp_path):
     second = export_model(tiny_model, tmp_path, select_formats(), small_dataset, SMALL)
     assert [r["file"] for r in first["files"]] == [r["file"] for r in second["files"]]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary files left"
+
+
+def test_package_copies_the_int8_files_and_a_trimmed_manifest(tiny_export, tmp_path):
+    from cifar_edge.export.package import package_export
+    from cifar_edge.runtime import Classifier
+
+    out, _ = tiny_export
+    target = package_export(out, "tiny", destination=tmp_path)
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert [row["format"] for row in manifest["files"]] == ["tflite-int8", "onnx-int8"]
+    assert sorted(p.name for p in target.iterdir()) == sorted(["manifest.json", *(row["file"] for row in manifest["files"])])
+    assert manifest["packaged_name"] == "tiny" and Classifier(target).model.format == "tflite-int8"
+
+
+def test_package_refuses_a_format_that_did_not_pass(tmp_path):
+    from cifar_edge.export.package import package_export
+    from cifar_edge.runtime.errors import CifarEdgeError
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": [{"format": "tflite-int8", "status": "validation failed", "file": "x"}]}))
+    with pytest.raises(CifarEdgeError, match="no passed export for tflite-int8, onnx-int8"):
+        package_export(tmp_path, "bad", destination=tmp_path / "out")
+
+
+def test_batch_norm_after_relu_folds_into_the_dense_without_changing_the_function():
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(5, activation="relu", name="head")(inputs)
+    normed = keras.layers.BatchNormalization(name="bn")(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(3)(normed))
+    bn = model.get_layer("bn")
+    # Multipliers 0.1 to 30 and one negative: what training left in vgg3-plus's head.
+    gamma = np.array([0.1, 1.0, -2.0, 30.0, 0.5], np.float32)
+    bn.set_weights([gamma, rng.normal(size=5).astype(np.float32), rng.random(5).astype(np.float32), rng.random(5).astype(np.float32) + 0.01])
+    x = rng.normal(size=(64, 6)).astype(np.float32)
+    before = model.predict(x, verbose=0)
+    assert exporter._fold_batch_norm_through_relu(model) == ["head"]
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, rtol=1e-4, atol=1e-5)
+    g, _, _, variance = bn.get_weights()
+    np.testing.assert_allclose(np.abs(g / np.sqrt(variance + bn.epsilon)), 1.0, rtol=1e-5)
+
+
+def test_batch_norm_is_left_alone_where_folding_would_change_the_function(tiny_model):
+    inputs = keras.Input((6,))
+    hidden = keras.layers.Dense(5, activation="relu")(inputs)
+    both = keras.layers.Concatenate()([keras.layers.BatchNormalization()(hidden), hidden])  # a second reader of the ReLU
+    linear = keras.layers.BatchNormalization()(keras.layers.Dense(4)(inputs))  # no ReLU in between
+    model = keras.Model(inputs, [both, linear])
+    assert exporter._fold_batch_norm_through_relu(model) == []
+    assert exporter._fold_batch_norm_through_relu(load_keras_model(tiny_model)) == []
