@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -67,6 +67,9 @@ class BenchOptions:
     """A label for this machine in merged reports (default: the host name)."""
     seed: int = 0
     """Seed of the class-balanced test subset; 0 picks the same images as `cifar-export` validation."""
+    rounds: int = 3
+    """Timing is split into this many rounds over all rows, alternating their order, so a slow
+    spell of a shared machine is spread over every row instead of landing on one."""
 
 
 MIN_RUNS = 10
@@ -107,6 +110,8 @@ class Row:
     fps: float | None = None
     throughput: dict = field(default_factory=dict)
     peak_mb: float | None = None
+    timings_s: list[float] | None = None
+    """Raw batch-1 timings of one round, merged across rounds and then dropped from the outputs."""
 
 
 def find_candidates(inputs: list[str], engines: tuple[str, ...] = BENCH_ENGINES) -> list[Candidate]:
@@ -225,8 +230,8 @@ def _status_kb(key: str) -> int | None:
     return None
 
 
-def measure(candidate: Candidate, split: Split, options: BenchOptions) -> Row:
-    """Measure one candidate; any failure becomes a failed row with its reason."""
+def measure(candidate: Candidate, split: Split, options: BenchOptions, with_accuracy: bool = True) -> Row:
+    """Measure one candidate for one round; any failure becomes a failed row with its reason."""
     row = Row(candidate.format, candidate.engine, str(candidate.path), reference=candidate.reference,
               export_accuracy=candidate.export_accuracy if candidate.export_images == len(split) else None)
     try:
@@ -236,11 +241,13 @@ def measure(candidate: Candidate, split: Split, options: BenchOptions) -> Row:
             engine = open_engine(candidate.path, candidate.engine, options.threads)
             row.load_ms = round((time.perf_counter() - start) * 1000, 2)
             row.engine_version = engine.version
-            probabilities = engine.predict(split.images, batch_size=max(options.batch_sizes))
-            row.images = len(split)
-            row.accuracy = float(np.mean(probabilities.argmax(1) == split.labels))
+            if with_accuracy:
+                probabilities = engine.predict(split.images, batch_size=max(options.batch_sizes))
+                row.images = len(split)
+                row.accuracy = float(np.mean(probabilities.argmax(1) == split.labels))
             one = split.images[:1]
-            row.latency_ms = latency_stats(time_runs(lambda: engine.predict(one), options.warmup, options.min_time))
+            row.timings_s = time_runs(lambda: engine.predict(one), options.warmup, options.min_time)
+            row.latency_ms = latency_stats(row.timings_s)
             row.fps = round(1000 / row.latency_ms["p50"], 1)
             for batch_size in options.batch_sizes:
                 batch = split.images[np.arange(batch_size) % len(split)]
@@ -253,7 +260,8 @@ def measure(candidate: Candidate, split: Split, options: BenchOptions) -> Row:
     return row
 
 
-def measure_isolated(candidate: Candidate, split_file: Path, options: BenchOptions, timeout_s: float = 900) -> Row:
+def measure_isolated(candidate: Candidate, split_file: Path, options: BenchOptions, with_accuracy: bool = True,
+                     timeout_s: float = 900) -> Row:
     """`measure` in a fresh Python process.
 
     Each row then starts from the same clean state: its peak memory is its own (freed
@@ -261,6 +269,7 @@ def measure_isolated(candidate: Candidate, split_file: Path, options: BenchOptio
     a file that crashes its engine (a segfault in native code) fails its row, not the run.
     """
     request = json.dumps({"candidate": {**asdict(candidate), "path": str(candidate.path)}, "split": str(split_file),
+                          "with_accuracy": with_accuracy,
                           "options": {**asdict(options), "batch_sizes": list(options.batch_sizes), "engines": list(options.engines)}})
     try:
         child = subprocess.run([sys.executable, "-m", "cifar_edge.benchmarks.bench"], input=request, capture_output=True, text=True,
@@ -285,8 +294,22 @@ def _measure_request() -> None:
     with np.load(request["split"]) as arrays:
         split = Split(arrays["images"], arrays["labels"])
     # The engines' own chatter goes to stderr; stdout carries only the answer.
-    row = measure(candidate, split, options)
+    row = measure(candidate, split, options, request["with_accuracy"])
     sys.stdout.write(json.dumps(asdict(row)) + "\n")
+
+
+def _merge_rounds(rounds: list[Row]) -> Row:
+    """One row from its rounds: accuracy from the first, latency over every round's runs."""
+    first = rounds[0]
+    failed = next((r for r in rounds if r.status != "ok"), None)
+    if failed is not None:
+        return replace(failed, accuracy=first.accuracy, images=first.images, timings_s=None)
+    timings = [t for r in rounds for t in r.timings_s]
+    latency = latency_stats(timings)
+    throughput = {batch: round(float(np.median([r.throughput[batch] for r in rounds])), 1) for batch in first.throughput}
+    return replace(first, latency_ms=latency, fps=round(1000 / latency["p50"], 1), throughput=throughput,
+                   load_ms=round(float(np.median([r.load_ms for r in rounds])), 2),
+                   peak_mb=max((r.peak_mb for r in rounds if r.peak_mb is not None), default=None), timings_s=None)
 
 
 def device_record(options: BenchOptions) -> dict:
@@ -329,17 +352,23 @@ def run_benchmark(candidates: list[Candidate], split: Split, options: BenchOptio
                   on_row: Callable[[Candidate, Row | None], None] | None = None, command: str | None = None) -> dict:
     """Measure every candidate (the Keras reference last, as it loads a heavy framework)."""
     ordered = sorted(candidates, key=lambda c: c.engine == "keras")
-    rows = []
+    rounds: list[list[Row]] = [[] for _ in ordered]
+    per_round = replace(options, min_time=options.min_time / options.rounds)
     with tempfile.TemporaryDirectory(prefix="cifar-bench-") as scratch:
         split_file = Path(scratch) / "split.npz"
         np.savez(split_file, images=split.images, labels=split.labels)
-        for candidate in ordered:
-            if on_row:
-                on_row(candidate, None)
-            row = measure_isolated(candidate, split_file, options)
-            rows.append(row)
-            if on_row:
-                on_row(candidate, row)
+        for round_index in range(options.rounds):
+            order = range(len(ordered)) if round_index % 2 == 0 else reversed(range(len(ordered)))
+            for index in order:
+                if rounds[index] and rounds[index][0].status != "ok":
+                    continue  # a row that failed once is not retried
+                if on_row:
+                    on_row(ordered[index], None)
+                row = measure_isolated(ordered[index], split_file, per_round, with_accuracy=round_index == 0)
+                rounds[index].append(row)
+                if on_row:
+                    on_row(ordered[index], row)
+    rows = [_merge_rounds(measured) for measured in rounds]
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -347,7 +376,7 @@ def run_benchmark(candidates: list[Candidate], split: Split, options: BenchOptio
         "device": device_record(options),
         "options": {**asdict(options), "batch_sizes": list(options.batch_sizes), "engines": list(options.engines)},
         "data": {"source": data_source, "split": "test", "images": len(split), "seed": options.seed},
-        "rows": [asdict(row) for row in rows],
+        "rows": [{k: v for k, v in asdict(row).items() if k != "timings_s"} for row in rows],
     }
 
 

@@ -49,6 +49,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs before timing (default: 10)")
     parser.add_argument("--device-name", help="this machine's label in merged reports (default: host name)")
     parser.add_argument("--engines", nargs="+", choices=BENCH_ENGINES, default=list(BENCH_ENGINES), help="engines to measure (default: all)")
+    parser.add_argument("--rounds", type=positive_int, default=3,
+                        help="split timing into rounds over all rows, alternating order, against machine drift (default: 3)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="test subset seed; 0 matches cifar-export validation (default: 0)")
     return parser
 
@@ -70,15 +72,19 @@ def main(argv: list[str] | None = None) -> int:
 def _bench(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     options = BenchOptions(limit=args.limit, threads=args.threads, batch_sizes=args.batch_sizes, min_time=args.min_time,
-                           warmup=args.warmup, engines=tuple(args.engines), device_name=args.device_name, seed=args.seed)
+                           warmup=args.warmup, engines=tuple(args.engines), device_name=args.device_name, seed=args.seed,
+                           rounds=args.rounds)
     check_writable_dir(args.out)
     candidates = find_candidates(args.models, options.engines)
     source = resolve_source(args.data)
     dataset = load_cifar10(source)
     split = dataset.test.balanced_subset(options.limit, options.seed) if options.limit else dataset.test
     out = writable_dir(args.out)
-    results = run_benchmark(candidates, split, options, dataset.source, on_row=_progress(len(candidates)),
-                            command=shlex.join(["cifar-bench", *argv]))
+    progress = _Progress(len(candidates) * options.rounds)
+    try:
+        results = run_benchmark(candidates, split, options, dataset.source, on_row=progress, command=shlex.join(["cifar-bench", *argv]))
+    finally:
+        progress.close()
     paths = write_outputs([results], out)
     print(markdown_table([results]), end="")
     for path in paths:
@@ -89,31 +95,32 @@ def _bench(argv: list[str]) -> int:
     return 1 if any(row["status"] != "ok" for row in results["rows"]) else 0
 
 
-def _progress(total: int):
-    """A tqdm bar when tqdm is installed, else one line per row on stderr."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    bar = tqdm(total=total, unit="model", file=sys.stderr, dynamic_ncols=True) if tqdm else None
-    done = 0
+class _Progress:
+    """A tqdm bar over measurements when tqdm is installed, else one line per row on stderr."""
 
-    def update(candidate, row):
-        nonlocal done
+    def __init__(self, total: int):
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True) if tqdm else None
+        self.done, self.total = 0, total
+
+    def __call__(self, candidate, row) -> None:
         label = f"{candidate.format} ({candidate.engine})"
         if row is None:
-            if bar is not None:
-                bar.set_description(label)
+            if self.bar is not None:
+                self.bar.set_description(label)
             return
-        done += 1
-        if bar is not None:
-            bar.update(1)
-            if done == total:
-                bar.close()
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update(1)
         else:
-            print(f"cifar-bench: [{done}/{total}] {label}: {row.status}", file=sys.stderr)
+            print(f"cifar-bench: [{self.done}/{self.total}] {label}: {row.status}", file=sys.stderr)
 
-    return update
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _report(argv: list[str]) -> int:

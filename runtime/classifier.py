@@ -192,9 +192,11 @@ class Classifier:
 
     def postprocess(self, probabilities: np.ndarray, top_k: int = 1) -> list[Prediction]:
         """The `top_k` most probable classes of one image, best first."""
+        if top_k == 1:  # the per-frame case, kept to one argmax
+            best = int(probabilities.argmax())
+            return [Prediction(self.class_names[best], best, probabilities.item(best))]
         top_k = max(1, min(int(top_k), len(probabilities)))
-        best = np.argsort(probabilities)[::-1][:top_k] if top_k > 1 else (int(np.argmax(probabilities)),)
-        return [Prediction(self.class_names[i], int(i), float(probabilities[i])) for i in best]
+        return [Prediction(self.class_names[i], int(i), probabilities.item(i)) for i in np.argsort(probabilities)[::-1][:top_k]]
 
     def classify(self, image: np.ndarray, top_k: int = 1) -> list[Prediction]:
         batch = self.preprocess(image)[None]

@@ -68,6 +68,14 @@ def _dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray
     return (values.astype(np.float32) - zero_point) * scale
 
 
+def _dequantize_table(dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray | None:
+    """For 8-bit outputs, every dequantized value by raw byte: one lookup instead of three array ops."""
+    if dtype not in (np.uint8, np.int8) or not scale:
+        return None
+    raw = np.arange(256, dtype=np.uint8).view(dtype)
+    return _dequantize(raw, scale, zero_point)
+
+
 def _package_version(name: str) -> str:
     from importlib import metadata
 
@@ -112,15 +120,25 @@ class LiteRTEngine(Engine):
         self.input_quantization = tuple(self._input["quantization"])
         self.output_quantization = tuple(self._output["quantization"])
         self._batch = int(self._input["shape"][0])
+        # The per-frame path is a few microseconds of Python around a ~0.1 ms invoke, so the
+        # decisions that do not change per call are made once here.
+        self._input_index, self._output_index = self._input["index"], self._output["index"]
+        self._pixels_are_input = self.input_dtype == np.uint8 and self.input_quantization in ((1.0, 0), (0.0, 0))
+        self._dequantize_table = _dequantize_table(np.dtype(self._output["dtype"]), *self.output_quantization)
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         if len(images) != self._batch:
-            self._interpreter.resize_tensor_input(self._input["index"], [len(images), *images.shape[1:]])
+            self._interpreter.resize_tensor_input(self._input_index, [len(images), *images.shape[1:]])
             self._interpreter.allocate_tensors()
             self._batch = len(images)
-        self._interpreter.set_tensor(self._input["index"], _quantize(images, self.input_dtype, *self.input_quantization))
+        if images.dtype != self.input_dtype or not self._pixels_are_input:
+            images = _quantize(images, self.input_dtype, *self.input_quantization)
+        self._interpreter.set_tensor(self._input_index, images)
         self._interpreter.invoke()
-        return _dequantize(self._interpreter.get_tensor(self._output["index"]), *self.output_quantization)
+        output = self._interpreter.get_tensor(self._output_index)
+        if self._dequantize_table is not None:
+            return self._dequantize_table[output.view(np.uint8)]
+        return _dequantize(output, *self.output_quantization)
 
     def operators(self) -> set[str]:
         """Names of the operators in the graph (after any delegate takes its share)."""
