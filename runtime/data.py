@@ -32,13 +32,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-import cv2
 import numpy as np
 
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path
 from cifar_edge.runtime.labels import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
-from cifar_edge.runtime.preprocess import fit_square
+from cifar_edge.runtime.preprocess import decode_rgb, fit_square
 
 log = logging.getLogger("cifar_edge.data")
 
@@ -346,17 +345,9 @@ def _walk_image_tree(root: Path) -> Iterator[tuple[str, str, str, bytes]]:
 
 
 def decode_image(data: bytes) -> np.ndarray | None:
-    """Decode encoded image bytes to a 32x32 RGB uint8 array, or None if unreadable.
-
-    OpenCV decodes to BGR, and gray, alpha and 16-bit files to 8-bit BGR; the one
-    conversion to RGB happens here.
-    """
-    if not data:
-        return None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        return None
-    return cv2.cvtColor(fit_square(bgr, IMAGE_SIZE), cv2.COLOR_BGR2RGB)
+    """Decode encoded image bytes to a 32x32 RGB uint8 array, or None if unreadable."""
+    rgb = decode_rgb(data)
+    return None if rgb is None else fit_square(rgb, IMAGE_SIZE)
 
 
 def _from_image_files(files: Iterator[tuple[str, str, str, bytes]], source: str) -> Cifar10:

@@ -56,3 +56,16 @@ def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     if image.shape[2] == 4:
         return np.ascontiguousarray(image[:, :, :3])
     return image
+
+
+def decode_rgb(data: bytes) -> np.ndarray | None:
+    """Encoded image bytes as H x W x 3 uint8 RGB, or None if they are not a readable image.
+
+    The one place file bytes become pixels, for the data loader and the runtime alike.
+    IMREAD_COLOR gives 3-channel 8-bit from gray, alpha and 16-bit files and applies EXIF
+    orientation; OpenCV's BGR is turned into RGB here, once.
+    """
+    if not data:
+        return None
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from cifar_edge.runtime.errors import CifarEdgeError
+from cifar_edge.runtime.preprocess import decode_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 #: How long a camera may go without a new frame before it counts as disconnected.
@@ -91,11 +92,10 @@ def read_image_file(path: Path) -> np.ndarray:
     data = path.read_bytes()
     if not data:
         raise ValueError("empty file")
-    # IMREAD_COLOR gives 3-channel 8-bit from gray, alpha and 16-bit files, and applies EXIF orientation.
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
+    rgb = decode_rgb(data)
+    if rgb is None:
         raise ValueError("not a readable image (unknown format, or truncated)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return rgb
 
 
 class ImageFiles(FrameSource):
