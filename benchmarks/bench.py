@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -318,8 +319,6 @@ def device_record(options: BenchOptions) -> dict:
     for package in ("numpy", "opencv-python-headless", "opencv-python", "ai-edge-litert", "tflite-runtime", "onnxruntime",
                     "onnxruntime-gpu", "keras", "tensorflow", "jax"):
         try:
-            from importlib import metadata
-
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue

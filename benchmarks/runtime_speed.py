@@ -33,7 +33,7 @@ def classifier_overhead(classifier: Classifier, image: np.ndarray, calls: int = 
     if not isinstance(engine, LiteRTEngine):
         raise CifarEdgeError("the overhead comparison needs a .tflite model (it compares against bare LiteRT)")
     interpreter = engine._interpreter
-    input_index, output_index = engine._input["index"], engine._output["index"]
+    input_index, output_index = engine._input_index, engine._output_index
     batch = image[None].astype(engine.input_dtype)
 
     def bare():
