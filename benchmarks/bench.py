@@ -16,6 +16,7 @@ import io
 import json
 import os
 import platform
+import select
 import socket
 import subprocess
 import sys
@@ -68,9 +69,9 @@ class BenchOptions:
     """A label for this machine in merged reports (default: the host name)."""
     seed: int = 0
     """Seed of the class-balanced test subset; 0 picks the same images as `cifar-export` validation."""
-    rounds: int = 3
-    """Timing is split into this many rounds over all rows, alternating their order, so a slow
-    spell of a shared machine is spread over every row instead of landing on one."""
+    slice_time: float = 0.25
+    """Timing is cut into slices this long, cycled over all rows (in alternating order), so a
+    slow spell of a shared machine is spread over every row instead of landing on one."""
 
 
 MIN_RUNS = 10
@@ -89,6 +90,13 @@ class Candidate:
     export_accuracy: float | None = None
     export_images: int | None = None
     """Validation figures from the export manifest, to compare on the same images."""
+    model: str = ""
+    """The model's name (the manifest's, else the file name up to its first dot), so rows of
+    several models in one table can be told apart."""
+
+    def __post_init__(self):
+        if not self.model:
+            self.model = Path(self.path).name.split(".")[0]
 
 
 @dataclass
@@ -101,6 +109,7 @@ class Row:
     status: str = "ok"
     error: str | None = None
     reference: bool = False
+    model: str = ""
     engine_version: str | None = None
     size_bytes: int | None = None
     load_ms: float | None = None
@@ -111,8 +120,6 @@ class Row:
     fps: float | None = None
     throughput: dict = field(default_factory=dict)
     peak_mb: float | None = None
-    timings_s: list[float] | None = None
-    """Raw batch-1 timings of one round, merged across rounds and then dropped from the outputs."""
 
 
 def find_candidates(inputs: list[str], engines: tuple[str, ...] = BENCH_ENGINES) -> list[Candidate]:
@@ -151,12 +158,12 @@ def _from_folder(folder: Path) -> list[Candidate]:
     source = Path(manifest.get("source") or "")
     if source.suffix == ".keras" and source.is_file():
         candidates.append(Candidate(source, "keras", "keras", reference=True, export_accuracy=manifest.get("keras_accuracy"),
-                                    export_images=manifest.get("validation_images")))
+                                    export_images=manifest.get("validation_images"), model=manifest.get("model") or ""))
     for row in rows:
         path = folder / row["file"]
         if path.is_file():
             candidates.append(Candidate(path, row["engine"], row["format"], export_accuracy=row.get("accuracy"),
-                                        export_images=manifest.get("validation_images")))
+                                        export_images=manifest.get("validation_images"), model=manifest.get("model") or ""))
     return candidates
 
 
@@ -231,86 +238,159 @@ def _status_kb(key: str) -> int | None:
     return None
 
 
-def measure(candidate: Candidate, split: Split, options: BenchOptions, with_accuracy: bool = True) -> Row:
-    """Measure one candidate for one round; any failure becomes a failed row with its reason."""
-    row = Row(candidate.format, candidate.engine, str(candidate.path), reference=candidate.reference,
-              export_accuracy=candidate.export_accuracy if candidate.export_images == len(split) else None)
-    try:
-        row.size_bytes = candidate.path.stat().st_size
-        with _PeakMemory() as memory:
+class _RowState:
+    """One candidate's open engine and everything measured on it so far."""
+
+    def __init__(self, candidate: Candidate, split: Split, options: BenchOptions):
+        self.candidate, self.split, self.options = candidate, split, options
+        self.row = Row(candidate.format, candidate.engine, str(candidate.path), reference=candidate.reference, model=candidate.model,
+                       export_accuracy=candidate.export_accuracy if candidate.export_images == len(split) else None)
+        self.engine = None
+        self.timings: dict[int, list[float]] = {}
+        self.memory = _PeakMemory()
+
+    def open(self, with_accuracy: bool = True) -> Row:
+        """Load the file and measure accuracy; a failure becomes the row's status and reason."""
+        try:
+            self.row.size_bytes = self.candidate.path.stat().st_size
+            self.memory.__enter__()
             start = time.perf_counter()
-            engine = open_engine(candidate.path, candidate.engine, options.threads)
-            row.load_ms = round((time.perf_counter() - start) * 1000, 2)
-            row.engine_version = engine.version
+            self.engine = open_engine(self.candidate.path, self.candidate.engine, self.options.threads)
+            self.row.load_ms = round((time.perf_counter() - start) * 1000, 2)
+            self.row.engine_version = self.engine.version
             if with_accuracy:
-                probabilities = engine.predict(split.images, batch_size=max(options.batch_sizes))
-                row.images = len(split)
-                row.accuracy = float(np.mean(probabilities.argmax(1) == split.labels))
-            one = split.images[:1]
-            row.timings_s = time_runs(lambda: engine.predict(one), options.warmup, options.min_time)
-            row.latency_ms = latency_stats(row.timings_s)
-            row.fps = round(1000 / row.latency_ms["p50"], 1)
-            for batch_size in options.batch_sizes:
-                batch = split.images[np.arange(batch_size) % len(split)]
-                times = time_runs(lambda b=batch: engine.predict(b, batch_size=len(b)), max(1, options.warmup // 2), options.min_time)
-                row.throughput[str(batch_size)] = round(batch_size / float(np.median(times)), 1)
-        row.peak_mb = memory.peak_mb
-    except Exception as error:  # noqa: BLE001 - a row that cannot load or run is reported, and the others still run
-        row.status = "failed"
-        row.error = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
-    return row
+                probabilities = self.engine.predict(self.split.images, batch_size=max(self.options.batch_sizes))
+                self.row.images = len(self.split)
+                self.row.accuracy = float(np.mean(probabilities.argmax(1) == self.split.labels))
+        except Exception as error:  # noqa: BLE001 - a row that cannot load or run is reported, and the others still run
+            self.fail(error)
+        return self.row
+
+    def time_slice(self, batch_size: int, seconds: float, warmup: int, min_runs: int) -> list[float]:
+        batch = self.split.images[np.arange(batch_size) % len(self.split)]
+        times = time_runs(lambda: self.engine.predict(batch, batch_size=batch_size), warmup, seconds, min_runs)
+        self.timings.setdefault(batch_size, []).extend(times)
+        return times
+
+    def fail(self, error: BaseException | str) -> None:
+        self.row.status = "failed"
+        self.row.error = error if isinstance(error, str) else f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+
+    def finish(self) -> Row:
+        """The row with latency and throughput from every slice, and the peak memory."""
+        self.memory.__exit__(None, None, None)
+        self.row.peak_mb = self.memory.peak_mb
+        return _with_timings(self.row, self.timings)
 
 
-def measure_isolated(candidate: Candidate, split_file: Path, options: BenchOptions, with_accuracy: bool = True,
-                     timeout_s: float = 900) -> Row:
-    """`measure` in a fresh Python process.
+def _with_timings(row: Row, timings: dict[int, list[float]]) -> Row:
+    if row.status != "ok" or 1 not in timings:
+        return row
+    latency = latency_stats(timings[1])
+    throughput = {str(b): round(b / float(np.median(t)), 1) for b, t in sorted(timings.items())}
+    return replace(row, latency_ms=latency, fps=round(1000 / latency["p50"], 1), throughput=throughput)
 
-    Each row then starts from the same clean state: its peak memory is its own (freed
-    memory from an earlier row cannot hide it), engines' thread pools do not pile up, and
-    a file that crashes its engine (a segfault in native code) fails its row, not the run.
+
+def _schedule(options: BenchOptions) -> list[tuple[int, int, int]]:
+    """The timed slices as (batch size, warm-up calls, minimum runs), in the order they run.
+
+    Batch 1 always comes first (it gives the latency percentiles, and batch-1 throughput
+    when asked for). Every batch size gets `min_time` seconds in `slices` slices; the first
+    slice warms up fully, later ones with two calls, to refill caches the other rows emptied.
     """
-    request = json.dumps({"candidate": {**asdict(candidate), "path": str(candidate.path)}, "split": str(split_file),
-                          "with_accuracy": with_accuracy,
-                          "options": {**asdict(options), "batch_sizes": list(options.batch_sizes), "engines": list(options.engines)}})
-    try:
-        child = subprocess.run([sys.executable, "-m", "cifar_edge.benchmarks.bench"], input=request, capture_output=True, text=True,
-                               timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        return Row(candidate.format, candidate.engine, str(candidate.path), "failed", f"timed out after {timeout_s:g} s",
-                   candidate.reference)
-    if child.returncode != 0 or not child.stdout.strip():
-        tail = " ".join(child.stderr.strip().splitlines()[-1:])[:300] if child.stderr.strip() else ""
-        reason = f"signal {-child.returncode}" if child.returncode < 0 else f"exit {child.returncode}"
-        return Row(candidate.format, candidate.engine, str(candidate.path), "failed", f"engine process died ({reason}) {tail}".strip(),
-                   candidate.reference)
-    return Row(**json.loads(child.stdout.strip().splitlines()[-1]))
+    slices = max(1, round(options.min_time / options.slice_time))
+    sizes = [1, *(b for b in options.batch_sizes if b != 1)]
+    per_slice_runs = -(-MIN_RUNS // slices)
+    return [(b, options.warmup if index == 0 else min(2, options.warmup), per_slice_runs) for index in range(slices) for b in sizes]
 
 
-def _measure_request() -> None:
-    """The child side of `measure_isolated`: a JSON request on stdin, the Row as JSON on stdout."""
-    request = json.loads(sys.stdin.read())
+def measure(candidate: Candidate, split: Split, options: BenchOptions, with_accuracy: bool = True) -> Row:
+    """Measure one candidate in this process, its slices back to back; failures become a failed row."""
+    state = _RowState(candidate, split, options)
+    state.open(with_accuracy)
+    seconds = options.min_time / max(1, round(options.min_time / options.slice_time))
+    if state.row.status == "ok":
+        try:
+            for batch_size, warmup, min_runs in _schedule(options):
+                state.time_slice(batch_size, seconds, warmup, min_runs)
+        except Exception as error:  # noqa: BLE001 - as in open(): the row records why
+            state.fail(error)
+    return state.finish()
+
+
+class _WorkerGone(Exception):
+    """A row's process died, hung or answered nonsense."""
+
+
+class _RowProcess:
+    """A candidate measured in its own Python process, driven one request at a time.
+
+    Own process: its peak memory is its own, engines' thread pools do not pile up, and a
+    file that crashes its engine (a segfault in native code) fails its row, not the run.
+    Kept alive across slices, so the parent can interleave rows without reloading them.
+    """
+
+    def __init__(self, candidate: Candidate, split_file: Path, options: BenchOptions, scratch: Path, index: int):
+        self.candidate = candidate
+        # stderr to a file: TensorFlow alone writes enough to fill a pipe nobody reads.
+        self.stderr = open(scratch / f"row{index}.stderr", "w+")
+        self.process = subprocess.Popen([sys.executable, "-m", "cifar_edge.benchmarks.bench"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=self.stderr, text=True, bufsize=1)
+        self.request = {"candidate": {**asdict(candidate), "path": str(candidate.path)}, "split": str(split_file),
+                        "options": {**asdict(options), "batch_sizes": list(options.batch_sizes), "engines": list(options.engines)}}
+
+    def ask(self, message: dict, timeout_s: float) -> dict:
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise _WorkerGone(self._death()) from None
+        ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        if not ready:
+            self.process.kill()
+            raise _WorkerGone(f"no answer within {timeout_s:g} s")
+        line = self.process.stdout.readline()
+        if not line:
+            raise _WorkerGone(self._death())
+        return json.loads(line)
+
+    def _death(self) -> str:
+        code = self.process.wait(timeout=30)
+        self.stderr.seek(0)
+        tail = " ".join(self.stderr.read().strip().splitlines()[-1:])[:300]
+        reason = f"signal {-code}" if code < 0 else f"exit {code}"
+        return f"engine process died ({reason}) {tail}".strip()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.stderr.close()
+
+
+def _serve() -> None:
+    """The child side of `_RowProcess`: JSON requests on stdin, one JSON answer per line on stdout."""
+    answers = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # an engine's own prints (native code included) go to stderr, never into the answers
+    request = json.loads(sys.stdin.readline())
     candidate = Candidate(**{**request["candidate"], "path": Path(request["candidate"]["path"])})
     options = BenchOptions(**{**request["options"], "batch_sizes": tuple(request["options"]["batch_sizes"]),
                               "engines": tuple(request["options"]["engines"])})
     with np.load(request["split"]) as arrays:
         split = Split(arrays["images"], arrays["labels"])
-    # The engines' own chatter goes to stderr; stdout carries only the answer.
-    row = measure(candidate, split, options, request["with_accuracy"])
-    sys.stdout.write(json.dumps(asdict(row)) + "\n")
-
-
-def _merge_rounds(rounds: list[Row]) -> Row:
-    """One row from its rounds: accuracy from the first, latency over every round's runs."""
-    first = rounds[0]
-    failed = next((r for r in rounds if r.status != "ok"), None)
-    if failed is not None:
-        return replace(failed, accuracy=first.accuracy, images=first.images, timings_s=None)
-    timings = [t for r in rounds for t in r.timings_s]
-    latency = latency_stats(timings)
-    throughput = {batch: round(float(np.median([r.throughput[batch] for r in rounds])), 1) for batch in first.throughput}
-    return replace(first, latency_ms=latency, fps=round(1000 / latency["p50"], 1), throughput=throughput,
-                   load_ms=round(float(np.median([r.load_ms for r in rounds])), 2),
-                   peak_mb=max((r.peak_mb for r in rounds if r.peak_mb is not None), default=None), timings_s=None)
+    state = _RowState(candidate, split, options)
+    answers.write(json.dumps(asdict(state.open())) + "\n")
+    for line in sys.stdin:
+        message = json.loads(line)
+        if "batch_size" not in message:
+            break
+        try:
+            times = state.time_slice(message["batch_size"], message["seconds"], message["warmup"], message["min_runs"])
+            answers.write(json.dumps({"times": times}) + "\n")
+        except Exception as error:  # noqa: BLE001 - reported as the row's failure by the parent
+            state.fail(error)
+            answers.write(json.dumps({"error": state.row.error}) + "\n")
+    answers.write(json.dumps(asdict(state.finish())) + "\n")
 
 
 def device_record(options: BenchOptions) -> dict:
@@ -347,27 +427,64 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def count_steps(candidates: list[Candidate], options: BenchOptions) -> int:
+    """Progress units of `run_benchmark`: one per row opened and one per timed slice."""
+    return len(candidates) * (1 + len(_schedule(options)))
+
+
 def run_benchmark(candidates: list[Candidate], split: Split, options: BenchOptions, data_source: str | None,
-                  on_row: Callable[[Candidate, Row | None], None] | None = None, command: str | None = None) -> dict:
-    """Measure every candidate (the Keras reference last, as it loads a heavy framework)."""
-    ordered = sorted(candidates, key=lambda c: c.engine == "keras")
-    rounds: list[list[Row]] = [[] for _ in ordered]
-    per_round = replace(options, min_time=options.min_time / options.rounds)
+                  on_step: Callable[[str], None] | None = None, command: str | None = None) -> dict:
+    """Measure every candidate, each in its own process, with their timed slices interleaved.
+
+    A shared machine has slow spells (here, 0.5-1 s in which everything runs 1.4-1.7x
+    slower). Timing rows one after another lets a spell land on one row's whole timing;
+    cycling through all rows in slices of `slice_time` spreads it over every row, so the
+    medians of two runs agree.
+    """
+    ordered = sorted(candidates, key=lambda c: c.engine == "keras")  # the heavy framework loads last
+    schedule = _schedule(options)
+    seconds = options.min_time / (len(schedule) // len({b for b, _, _ in schedule}))
+    rows: list[Row] = []
+    timings: list[dict[int, list[float]]] = [{} for _ in ordered]
     with tempfile.TemporaryDirectory(prefix="cifar-bench-") as scratch:
         split_file = Path(scratch) / "split.npz"
         np.savez(split_file, images=split.images, labels=split.labels)
-        for round_index in range(options.rounds):
-            order = range(len(ordered)) if round_index % 2 == 0 else reversed(range(len(ordered)))
-            for index in order:
-                if rounds[index] and rounds[index][0].status != "ok":
-                    continue  # a row that failed once is not retried
-                if on_row:
-                    on_row(ordered[index], None)
-                row = measure_isolated(ordered[index], split_file, per_round, with_accuracy=round_index == 0)
-                rounds[index].append(row)
-                if on_row:
-                    on_row(ordered[index], row)
-    rows = [_merge_rounds(measured) for measured in rounds]
+        workers = [_RowProcess(c, split_file, options, Path(scratch), i) for i, c in enumerate(ordered)]
+        try:
+            for worker in workers:
+                try:
+                    rows.append(Row(**worker.ask(worker.request, timeout_s=1800)))
+                except _WorkerGone as gone:
+                    candidate = worker.candidate
+                    rows.append(Row(candidate.format, candidate.engine, str(candidate.path), "failed", str(gone), candidate.reference,
+                                    candidate.model))
+                if on_step:
+                    on_step(f"{worker.candidate.format} ({worker.candidate.engine}) loaded")
+            for step, (batch_size, warmup, min_runs) in enumerate(schedule):
+                order = range(len(workers)) if step % 2 == 0 else reversed(range(len(workers)))
+                for index in order:
+                    if rows[index].status == "ok":
+                        message = {"batch_size": batch_size, "seconds": seconds, "warmup": warmup, "min_runs": min_runs}
+                        try:
+                            answer = workers[index].ask(message, timeout_s=600 + 10 * seconds)
+                        except _WorkerGone as gone:
+                            answer = {"error": str(gone)}
+                        if "error" in answer:
+                            rows[index] = replace(rows[index], status="failed", error=answer["error"])
+                        else:
+                            timings[index].setdefault(batch_size, []).extend(answer["times"])
+                    if on_step:
+                        on_step(f"{ordered[index].format} ({ordered[index].engine}) batch {batch_size}")
+            for index, worker in enumerate(workers):
+                if rows[index].status == "ok":
+                    try:
+                        final = Row(**worker.ask({"done": True}, timeout_s=60))
+                        rows[index] = _with_timings(replace(rows[index], peak_mb=final.peak_mb), timings[index])
+                    except _WorkerGone as gone:
+                        rows[index] = replace(rows[index], status="failed", error=str(gone))
+        finally:
+            for worker in workers:
+                worker.close()
     return {
         "schema": SCHEMA,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -375,7 +492,7 @@ def run_benchmark(candidates: list[Candidate], split: Split, options: BenchOptio
         "device": device_record(options),
         "options": {**asdict(options), "batch_sizes": list(options.batch_sizes), "engines": list(options.engines)},
         "data": {"source": data_source, "split": "test", "images": len(split), "seed": options.seed},
-        "rows": [{k: v for k, v in asdict(row).items() if k != "timings_s"} for row in rows],
+        "rows": [asdict(row) for row in rows],
     }
 
 
@@ -393,16 +510,18 @@ def _fmt(value, pattern: str) -> str:
 
 
 def markdown_table(results_list: list[dict]) -> str:
-    """The issue's columns, with a Device column first when several devices are merged."""
+    """The issue's columns, after a Device column when several devices are merged and a Model
+    column when several models are."""
     several = len({r["device"]["name"] for r in results_list}) > 1
-    columns = (("Device",) if several else ()) + TABLE_COLUMNS
+    models = _several_models(results_list)
+    columns = (("Device",) if several else ()) + (("Model",) if models else ()) + TABLE_COLUMNS
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     for results in results_list:
         for row in results["rows"]:
             latency = row["latency_ms"] or {}
             accuracy = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
             status = row["status"] if row["status"] == "ok" else f"failed: {row['error']}"
-            cells = ([results["device"]["name"]] if several else []) + [
+            cells = ([results["device"]["name"]] if several else []) + ([row.get("model", "")] if models else []) + [
                 f"{row['format']} ({row['engine']})" if row["format"] in ("tflite", "onnx") else row["format"],
                 status, _size(row["size_bytes"]), accuracy, _fmt(latency.get("p50"), ".3f"), _fmt(latency.get("p90"), ".3f"),
                 _fmt(row["fps"], ".0f"), _fmt(row["peak_mb"], ".1f"),
@@ -411,7 +530,11 @@ def markdown_table(results_list: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-CSV_FIELDS = ("device", "format", "engine", "file", "status", "error", "reference", "size_bytes", "load_ms", "images", "accuracy",
+def _several_models(results_list: list[dict]) -> bool:
+    return len({row.get("model") for results in results_list for row in results["rows"]}) > 1
+
+
+CSV_FIELDS = ("device", "model", "format", "engine", "file", "status", "error", "reference", "size_bytes", "load_ms", "images", "accuracy",
               "export_accuracy", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "runs", "outliers", "fps", "peak_mb", "engine_version")
 
 
@@ -454,7 +577,9 @@ def plot(results_list: list[dict], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    models = _several_models(results_list)
     figure, axes = plt.subplots(figsize=(8, 5.5))
+    labelled: list[tuple[float, float, str]] = []
     markers = "os^Dvp*"
     for device_index, results in enumerate(results_list):
         rows = [r for r in results["rows"] if r["status"] == "ok"]
@@ -463,10 +588,9 @@ def plot(results_list: list[dict], path: Path) -> Path | None:
         points = [(r["latency_ms"]["p50"], 100 * r["accuracy"]) for r in rows]
         colour = f"C{device_index}"
         axes.scatter(*zip(*points), marker=markers[device_index % len(markers)], color=colour, label=results["device"]["name"], zorder=3)
-        for index, ((x, y), row) in enumerate(zip(points, rows)):
+        for (x, y), row in zip(points, rows):
             label = row["format"] if row["format"] not in ("tflite", "onnx") else f"{row['format']} ({row['engine']})"
-            # Alternate above and below: formats of equal accuracy otherwise print over each other.
-            axes.annotate(label, (x, y), textcoords="offset points", xytext=(5, 5 if index % 2 == 0 else -11), fontsize=8)
+            labelled.append((x, y, f"{row.get('model', '')} {label}" if models else label))
         front = [points[i] for i in pareto_front(points)]
         axes.step(*zip(*front), where="post", color=colour, alpha=0.5, linestyle="--")
     axes.set_xscale("log")
@@ -476,10 +600,40 @@ def plot(results_list: list[dict], path: Path) -> Path | None:
     axes.grid(True, which="both", alpha=0.3)
     axes.legend(title="device")
     figure.tight_layout()
+    _place_labels(figure, axes, labelled)
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120)
     plt.close(figure)
     return path
+
+
+#: Where a label may go, in points from its point: beside it first, then further up or down with a leader line.
+_LABEL_OFFSETS = [(dx, dy) for dy in (3, -11, 13, -21, 23, -31, 33, -41) for dx in (6, -6)]
+
+
+def _place_labels(figure, axes, labelled: list[tuple[float, float, str]]) -> None:
+    """Label every point where the label hides no other label or point.
+
+    Formats of one model often tie on accuracy and latency (fp32 and fp16 do), so fixed
+    offsets print labels over each other. Each label takes the first free spot.
+    """
+    from matplotlib.transforms import Bbox
+
+    renderer = figure.canvas.get_renderer()
+    inside = axes.get_window_extent(renderer)
+    taken = [Bbox([[x - 4, y - 4], [x + 4, y + 4]]) for x, y in axes.transData.transform([(x, y) for x, y, _ in labelled])]
+    for x, y, text in sorted(labelled):
+        for dx, dy in _LABEL_OFFSETS:
+            arrow = {"arrowstyle": "-", "color": "0.6", "linewidth": 0.6} if abs(dy) > 13 else None
+            note = axes.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=8,
+                                 ha="left" if dx > 0 else "right", arrowprops=arrow)
+            box = note.get_window_extent(renderer)
+            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            if fits and not any(box.overlaps(other) for other in taken):
+                break
+            if (dx, dy) != _LABEL_OFFSETS[-1]:
+                note.remove()
+        taken.append(box)
 
 
 def write_outputs(results_list: list[dict], out: Path) -> list[Path]:
@@ -513,4 +667,4 @@ def read_results(path: str) -> list[dict]:
 
 
 if __name__ == "__main__":
-    _measure_request()
+    _serve()

@@ -10,6 +10,7 @@ from pathlib import Path
 from cifar_edge.benchmarks.bench import (
     BENCH_ENGINES,
     BenchOptions,
+    count_steps,
     find_candidates,
     markdown_table,
     read_results,
@@ -49,8 +50,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs before timing (default: 10)")
     parser.add_argument("--device-name", help="this machine's label in merged reports (default: host name)")
     parser.add_argument("--engines", nargs="+", choices=BENCH_ENGINES, default=list(BENCH_ENGINES), help="engines to measure (default: all)")
-    parser.add_argument("--rounds", type=positive_int, default=3,
-                        help="split timing into rounds over all rows, alternating order, against machine drift (default: 3)")
+    parser.add_argument("--slice-time", type=positive_float, default=0.25,
+                        help="timing is cut into slices this long, cycled over all rows, against machine drift (default: 0.25)")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="test subset seed; 0 matches cifar-export validation (default: 0)")
     return parser
 
@@ -73,16 +74,16 @@ def _bench(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     options = BenchOptions(limit=args.limit, threads=args.threads, batch_sizes=args.batch_sizes, min_time=args.min_time,
                            warmup=args.warmup, engines=tuple(args.engines), device_name=args.device_name, seed=args.seed,
-                           rounds=args.rounds)
+                           slice_time=args.slice_time)
     check_writable_dir(args.out)
     candidates = find_candidates(args.models, options.engines)
     source = resolve_source(args.data)
     dataset = load_cifar10(source)
     split = dataset.test.balanced_subset(options.limit, options.seed) if options.limit else dataset.test
     out = writable_dir(args.out)
-    progress = _Progress(len(candidates) * options.rounds)
+    progress = _Progress(count_steps(candidates, options))
     try:
-        results = run_benchmark(candidates, split, options, dataset.source, on_row=progress, command=shlex.join(["cifar-bench", *argv]))
+        results = run_benchmark(candidates, split, options, dataset.source, on_step=progress, command=shlex.join(["cifar-bench", *argv]))
     finally:
         progress.close()
     paths = write_outputs([results], out)
@@ -96,27 +97,21 @@ def _bench(argv: list[str]) -> int:
 
 
 class _Progress:
-    """A tqdm bar over measurements when tqdm is installed, else one line per row on stderr."""
+    """A tqdm bar over the benchmark's steps when tqdm is installed, else a line per loaded row on stderr."""
 
     def __init__(self, total: int):
         try:
             from tqdm import tqdm
         except ImportError:
             tqdm = None
-        self.bar = tqdm(total=total, unit="run", file=sys.stderr, dynamic_ncols=True) if tqdm else None
-        self.done, self.total = 0, total
+        self.bar = tqdm(total=total, unit="step", file=sys.stderr, dynamic_ncols=True) if tqdm else None
 
-    def __call__(self, candidate, row) -> None:
-        label = f"{candidate.format} ({candidate.engine})"
-        if row is None:
-            if self.bar is not None:
-                self.bar.set_description(label)
-            return
-        self.done += 1
+    def __call__(self, label: str) -> None:
         if self.bar is not None:
+            self.bar.set_description(label, refresh=False)
             self.bar.update(1)
-        else:
-            print(f"cifar-bench: [{self.done}/{self.total}] {label}: {row.status}", file=sys.stderr)
+        elif label.endswith(" loaded"):
+            print(f"cifar-bench: {label}", file=sys.stderr)
 
     def close(self) -> None:
         if self.bar is not None:

@@ -206,6 +206,8 @@ class KerasEngine(Engine):
         self.version = f"keras {keras.__version__} ({keras.backend.backend()})"
         if device == "gpu" and not _keras_backend_has_gpu(keras.backend.backend()):
             raise EngineError(f"--device gpu: the Keras {keras.backend.backend()} backend sees no GPU here; use --device cpu")
+        if threads:
+            _limit_keras_threads(keras.backend.backend(), threads)
         try:
             self._model = keras.models.load_model(path, compile=False)
         except Exception as error:  # Keras raises many types for bad archives
@@ -213,6 +215,24 @@ class KerasEngine(Engine):
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self._model.predict_on_batch(images.astype(np.uint8, copy=False)), dtype=np.float32)
+
+
+def _limit_keras_threads(backend: str, threads: int) -> None:
+    """Hold the backend to `threads`, as LiteRT and ONNX Runtime are, so rows compare fairly.
+
+    TensorFlow accepts this only before it first runs anything; in a process where it already
+    has (a notebook, a training run), its pools stay as they are. JAX reads its thread count
+    from XLA flags at import, which is too late here, so it is left alone.
+    """
+    if backend == "tensorflow":
+        tf = importlib.import_module("tensorflow")
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:  # "cannot be modified after initialization"
+            return
+    elif backend == "torch":
+        importlib.import_module("torch").set_num_threads(threads)
 
 
 def _keras_backend_has_gpu(backend: str) -> bool:

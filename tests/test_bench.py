@@ -18,9 +18,11 @@ from cifar_edge.benchmarks.bench import (
     Candidate,
     find_candidates,
     latency_stats,
+    markdown_table,
     measure,
     pareto_front,
     read_results,
+    run_benchmark,
 )
 from cifar_edge.benchmarks.cli import main
 from cifar_edge.runtime.formats import FORMATS
@@ -77,6 +79,21 @@ def test_a_model_that_cannot_load_becomes_a_failed_row(tmp_path, small_dataset):
     assert row.status == "failed" and "not a loadable TFLite model" in row.error and row.accuracy is None
 
 
+def test_timing_cycles_through_the_rows_slice_by_slice(tiny_export, small_dataset):
+    """A slow spell of the machine must land on every row, not on the one being timed."""
+    candidates = [Candidate(export_file(tiny_export, name), "litert", name) for name in ("tflite-fp32", "tflite-int8")]
+    steps = []
+    options = BenchOptions(min_time=0.2, slice_time=0.05, warmup=1, batch_sizes=(1, 4), engines=("litert",))
+    results = run_benchmark(candidates, small_dataset.test, options, None, on_step=steps.append)
+    assert steps[:2] == ["tflite-fp32 (litert) loaded", "tflite-int8 (litert) loaded"]
+    timed = [step.split(" (")[0] + step.split(")")[1] for step in steps[2:]]
+    # 4 slices per batch size; the row order flips every step so neither row always goes first.
+    assert timed[:4] == ["tflite-fp32 batch 1", "tflite-int8 batch 1", "tflite-int8 batch 4", "tflite-fp32 batch 4"]
+    assert len(timed) == 2 * 2 * 4
+    for row in results["rows"]:
+        assert row["status"] == "ok" and row["latency_ms"]["runs"] >= 10 and set(row["throughput"]) == {"1", "4"}
+
+
 @pytest.fixture(scope="module")
 def bench_run(tiny_export, image_tree, tmp_path_factory):
     """The CLI on the tiny export (every format and the Keras reference) plus one broken file."""
@@ -99,7 +116,7 @@ def test_bench_measures_every_row_and_exits_1_for_the_failed_one(bench_run):
         assert row["status"] == "ok", row
         assert row["images"] == 100 and 0 <= row["accuracy"] <= 1
         latency = row["latency_ms"]
-        assert latency["runs"] >= 30, "three rounds of at least 10 runs each"
+        assert latency["runs"] >= 10, "at least MIN_RUNS timed calls"
         assert latency["min"] <= latency["p50"] <= latency["p90"] <= latency["p99"]
         assert row["fps"] == pytest.approx(1000 / latency["p50"], rel=0.01)
         assert set(row["throughput"]) == {"1", "8"} and row["size_bytes"] > 0 and row["load_ms"] > 0
@@ -121,7 +138,7 @@ def test_bench_outputs_follow_the_documented_schema(bench_run):
     with open(out / "results.csv") as handle:
         assert len(list(csv.DictReader(handle))) == len(results["rows"])
     header = (out / "results.md").read_text().splitlines()[0]
-    assert header == "| " + " | ".join(TABLE_COLUMNS) + " |"
+    assert header == "| Model | " + " | ".join(TABLE_COLUMNS) + " |", "the broken file is a second model"
     assert (out / "accuracy_vs_latency.png").stat().st_size > 10_000
 
 
@@ -134,10 +151,22 @@ def test_report_merges_devices_into_one_table_and_plot(bench_run, tmp_path, caps
     merged = tmp_path / "merged"
     assert main(["report", str(out), str(other), "--out", str(merged)]) == 0
     table = (merged / "results.md").read_text().splitlines()
-    assert table[0].startswith("| Device | Format |")
+    assert table[0].startswith("| Device | Model | Format |")
     devices = [line.split("|")[1].strip() for line in table[2:]]
     assert devices == sorted(devices) and set(devices) == {"a-pi", "test-box"}
     assert len(read_results(str(merged))) == 2 and (merged / "accuracy_vs_latency.png").is_file()
+
+
+def test_rows_of_several_models_get_a_model_column(bench_run):
+    _, _, results = bench_run
+    results = {**results, "rows": [row for row in results["rows"] if row["status"] == "ok"]}
+    assert markdown_table([results]).splitlines()[0] == "| " + " | ".join(TABLE_COLUMNS) + " |"
+    other = json.loads(json.dumps(results))
+    for row in other["rows"]:
+        row["model"] = "bigger"
+    lines = markdown_table([results, other]).splitlines()
+    assert lines[0].startswith("| Model | Format |")
+    assert {line.split("|")[1].strip() for line in lines[2:]} == {"bigger", results["rows"][0]["model"]}
 
 
 def test_report_of_something_else_is_one_line(tmp_path, capsys):
