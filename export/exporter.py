@@ -160,6 +160,19 @@ def export_model(
     return manifest
 
 
+def convert(model, export_format: ExportFormat, target: str | os.PathLike, calibration: Split | None = None) -> FormatResult:
+    """Write one format of an in-memory model to `target`, without validation.
+
+    For callers that convert many throw-away models, like `cifar-tune` timing each
+    candidate; `export_model` is the checked path for a model that ships.
+    """
+    if export_format.calibrated and calibration is None:
+        raise ExportError(f"{export_format.name} needs calibration images")
+    with tempfile.TemporaryDirectory(prefix="cifar-export-") as scratch:
+        return _export_one(_Workspace(model, Path(scratch)), export_format, Path(target), calibration, calibration, None, None,
+                           ExportOptions())
+
+
 # --- one format ----------------------------------------------------------------------
 
 

@@ -51,11 +51,12 @@ def test_runtime_extra_pulls_no_tensorflow(wheel):
     assert any(r.startswith("onnxruntime") for r in base_and_runtime)
 
 
-@pytest.mark.parametrize("script, part", [("cifar-train", "train"), ("cifar-export", "export"), ("cifar-run", "runtime"), ("cifar-bench", "benchmarks")])
-def test_console_scripts_are_declared(wheel, script, part):
+@pytest.mark.parametrize("script, module", [("cifar-train", "train.cli"), ("cifar-export", "export.cli"), ("cifar-run", "runtime.cli"),
+                                            ("cifar-bench", "benchmarks.cli"), ("cifar-tune", "train.tune_cli")])
+def test_console_scripts_are_declared(wheel, script, module):
     with zipfile.ZipFile(wheel) as archive:
         entry_points = archive.read(next(n for n in archive.namelist() if n.endswith("entry_points.txt"))).decode()
-    assert f"{script} = cifar_edge.{part}.cli:main" in entry_points
+    assert f"{script} = cifar_edge.{module}:main" in entry_points
 
 
 def test_wheel_ships_the_packaged_models(wheel):
