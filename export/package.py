@@ -1,9 +1,11 @@
 """Copy chosen files of an export folder into the runtime's packaged models.
 
-    python -m cifar_edge.export.package runs/resnet8-5ep/export-int8 --name resnet8-preview
+    python -m cifar_edge.export.package runs/edge/export --name edge --sources models
 
 The packaged manifest keeps only the copied files' rows, and records the export folder it
-came from, so `cifar-run --model NAME --info` can say exactly what ships.
+came from, so `cifar-run --model NAME --info` can say exactly what ships. With `--sources`,
+the `.keras` model the export came from is copied there too (as NAME.keras), so the repo
+holds what every packaged file was made from.
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from cifar_edge.runtime.formats import FORMAT_NAMES
 PACKAGED_FORMATS = ("tflite-int8", "onnx-int8")
 
 
-def package_export(export_dir: Path, name: str, formats=PACKAGED_FORMATS, destination: Path = PACKAGED_DIR) -> Path:
-    """Copy `formats` from `export_dir` to `destination/name`; return that folder."""
+def package_export(export_dir: Path, name: str, formats=PACKAGED_FORMATS, destination: Path = PACKAGED_DIR,
+                   sources: Path | None = None) -> Path:
+    """Copy `formats` from `export_dir` to `destination/name`, and the `.keras` source to `sources`; return the folder."""
     export_dir = Path(export_dir)
     try:
         manifest = json.loads((export_dir / "manifest.json").read_text())
@@ -40,8 +43,15 @@ def package_export(export_dir: Path, name: str, formats=PACKAGED_FORMATS, destin
     for export_format in formats:
         with atomic_path(target / rows[export_format]["file"]) as temporary:
             shutil.copyfile(export_dir / rows[export_format]["file"], temporary)
-    # Paths relative to the repo (the working folder), so no machine's layout ships in the package.
     source = manifest.get("source") or ""
+    if sources is not None:
+        if not Path(source).is_file():
+            raise CifarEdgeError(f"{export_dir}: its source model {source or '(none recorded)'} is not there to copy")
+        copied = writable_dir(sources, "--sources") / f"{name}.keras"
+        with atomic_path(copied) as temporary:
+            shutil.copyfile(source, temporary)
+        source = str(copied)
+    # Paths relative to the repo (the working folder), so no machine's layout ships in the package.
     packaged = {**manifest, "packaged_name": name, "source": os.path.relpath(source) if source else "", "exported_to": os.path.relpath(export_dir)}
     packaged["files"] = [rows[f] for f in formats]
     write_json(target / "manifest.json", packaged)
@@ -54,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("export_dir", type=Path)
         parser.add_argument("--name", required=True, help="the name cifar-run --model will know it by")
         parser.add_argument("--formats", nargs="+", choices=FORMAT_NAMES, default=list(PACKAGED_FORMATS))
+        parser.add_argument("--sources", type=Path, help="also copy the .keras source model here, as NAME.keras")
         args = parser.parse_args(argv)
-        print(package_export(args.export_dir, args.name, tuple(args.formats)))
+        print(package_export(args.export_dir, args.name, tuple(args.formats), sources=args.sources))
 
     return run_cli("package", body)
 

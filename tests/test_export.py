@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 import zipfile
 
 import numpy as np
@@ -232,6 +233,16 @@ def test_package_copies_the_int8_files_and_a_trimmed_manifest(tiny_export, tmp_p
     assert [row["format"] for row in manifest["files"]] == ["tflite-int8", "onnx-int8"]
     assert sorted(p.name for p in target.iterdir()) == sorted(["manifest.json", *(row["file"] for row in manifest["files"])])
     assert manifest["packaged_name"] == "tiny" and Classifier(target).model.format == "tflite-int8"
+
+
+def test_package_keeps_the_keras_source_beside_the_packaged_files(tiny_export, tmp_path):
+    from cifar_edge.export.package import package_export
+
+    out, export_manifest = tiny_export
+    target = package_export(out, "tiny", destination=tmp_path / "packaged", sources=tmp_path / "sources")
+    copied = tmp_path / "sources" / "tiny.keras"
+    assert copied.read_bytes() == Path(export_manifest["source"]).read_bytes()
+    assert Path(json.loads((target / "manifest.json").read_text())["source"]).resolve() == copied.resolve()
 
 
 def test_package_refuses_a_format_that_did_not_pass(tmp_path):
