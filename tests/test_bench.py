@@ -204,3 +204,21 @@ def test_bench_runs_with_only_runtime_engines(tiny_export, image_tree, tmp_path)
     assert main([str(single), "--out", str(out), "--data", str(image_tree), "--limit", "20", "--engines", "litert", *FAST]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [row["format"] for row in rows] == ["tflite"]
+
+
+def test_per_class_accuracy_and_confusions_of_a_shipped_file(tiny_export, small_dataset, image_tree, tmp_path, capsys):
+    from cifar_edge.benchmarks.per_class import main as per_class_main
+    from cifar_edge.benchmarks.per_class import per_class
+
+    model = export_file(tiny_export, "tflite-int8")
+    result = per_class(str(model), small_dataset.test)
+    assert result.confusion.sum() == len(small_dataset.test) == result.images
+    assert result.accuracy == pytest.approx(np.trace(result.confusion) / result.images)
+    assert np.mean(list(result.per_class.values())) == pytest.approx(result.accuracy), "balanced split: mean of classes"
+    counts = [count for _, _, count in result.confused_pairs()]
+    assert counts == sorted(counts, reverse=True) and all(true != predicted for true, predicted, _ in result.confused_pairs())
+    image = tmp_path / "confusion.png"
+    assert per_class_main([str(model), "--data", str(image_tree), "--image", str(image)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{100 * result.accuracy:.2f}%" in printed and "| airplane |" in printed and image.stat().st_size > 10_000
+    assert per_class_main([str(model), "--data", str(tmp_path / "missing")]) == 2

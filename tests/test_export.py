@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
