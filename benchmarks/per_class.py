@@ -20,6 +20,7 @@ from cifar_edge.runtime.classifier import resolve_model
 from cifar_edge.runtime.data import Split, load_cifar10, resolve_source
 from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.errors import ArgumentParser, positive_int, run_cli
+from cifar_edge.runtime.labels import CLASS_NAMES
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,10 @@ def per_class(model: str, split: Split, threads: int | None = None) -> PerClass:
     predictions = engine.predict(split.images, batch_size=256).argmax(1)
     matrix = confusion_matrix(split.labels, predictions)
     per = matrix.diagonal() / np.maximum(matrix.sum(axis=1), 1)
+    # A bare file has no manifest; CIFAR-10's own order is what every model here returns.
+    names = resolved.class_names or CLASS_NAMES
     return PerClass(resolved.name, resolved.path, len(split), float(np.mean(predictions == split.labels)),
-                    dict(zip(resolved.class_names, per.tolist(), strict=True)), matrix, resolved.class_names)
+                    dict(zip(names, per.tolist(), strict=True)), matrix, tuple(names))
 
 
 def markdown(result: PerClass) -> str:

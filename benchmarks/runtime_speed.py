@@ -1,7 +1,7 @@
 """The runtime's own costs: classifier overhead, end-to-end video FPS, and accuracy through
 the photo and video paths against raw 32x32 images.
 
-    python -m cifar_edge.benchmarks.runtime_speed --model runtime/models/resnet8-preview --images 1000
+    python -m cifar_edge.benchmarks.runtime_speed --model runtime/models/edge --images 1000
 
 Everything runs on one thread, as on a small device, and the two overhead measurements
 are interleaved in rounds so machine noise hits both alike.

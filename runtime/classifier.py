@@ -24,7 +24,7 @@ from cifar_edge.runtime.preprocess import FITS, as_rgb_uint8, fit_square
 #: Packaged models live beside this file, one folder each with its export manifest.
 PACKAGED_DIR = Path(__file__).parent / "models"
 #: What `Classifier()` and `cifar-run` use with no model named: the best model trained so far.
-DEFAULT_MODEL = "resnet8-preview"
+DEFAULT_MODEL = "edge"
 
 
 class ImageError(CifarEdgeError):

@@ -20,7 +20,7 @@ from cifar_edge.runtime.engines import EngineError
 from cifar_edge.runtime.formats import FORMATS
 from cifar_edge.runtime.labels import CLASS_NAMES
 from cifar_edge.runtime.sources import Camera, Frame, FrameSource, ImageFiles, SourceError, VideoFile, read_image_file
-from conftest import export_file
+from conftest import REPO, export_file
 
 RED_RGB = (255, 0, 0)
 
@@ -184,6 +184,25 @@ def test_default_packaged_model_loads_with_both_engines(small_dataset):
     assert litert.model.packaged and litert.model.format == "tflite-int8" and onnx.model.format == "onnx-int8"
     agreement = np.mean(litert.invoke(small_dataset.test.images).argmax(1) == onnx.invoke(small_dataset.test.images).argmax(1))
     assert agreement >= 0.9
+
+
+#: The release models (MODEL_CARD.md): name -> the most its tflite-int8 file may weigh.
+RELEASE_MODELS = {"edge": 150 * 1024}
+
+
+@pytest.mark.parametrize("name", sorted(RELEASE_MODELS))
+def test_release_models_ship_with_their_keras_sources(name, small_dataset, capsys):
+    assert main(["--model", name, "--info", "--json"]) == 0
+    (info,), _ = _records(capsys)
+    assert info["model"] == name and info["packaged"] and info["format"] == "tflite-int8"
+    assert Path(info["path"]).stat().st_size <= RELEASE_MODELS[name]
+    manifest = json.loads((packaged_models()[name] / "manifest.json").read_text())
+    assert manifest["source"] == f"models/{name}.keras" and all(row["status"] == "passed" for row in manifest["files"])
+    keras = pytest.importorskip("keras")
+    source = keras.models.load_model(REPO / manifest["source"], compile=False)
+    images = small_dataset.test.images
+    agreement = np.mean(Classifier(name).invoke(images).argmax(1) == source.predict(images, verbose=0).argmax(1))
+    assert agreement >= 0.95, "the shipped int8 file and the .keras it came from agree"
 
 
 def test_classifying_with_the_runtime_imports_no_tensorflow(small_dataset):
@@ -414,7 +433,7 @@ def test_cli_ctrl_c_stops_cleanly_with_the_summary(monkeypatch, tflite_int8, sma
 def test_cli_info_names_the_packaged_default(capsys):
     assert main(["--info", "--json"]) == 0
     (info,), _ = _records(capsys)
-    assert info["model"] == DEFAULT_MODEL and info["packaged"] and info["format"] == "tflite-int8"
+    assert info["model"] == DEFAULT_MODEL == "edge" and info["packaged"] and info["format"] == "tflite-int8"
     assert info["class_names"] == list(CLASS_NAMES) and info["input"]["dtype"] == "uint8"
     assert Path(info["path"]).is_file()
 
