@@ -576,6 +576,7 @@ def plot(results_list: list[dict], path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     models = _several_models(results_list)
     figure, axes = plt.subplots(figsize=(8, 5.5))
@@ -594,6 +595,10 @@ def plot(results_list: list[dict], path: Path) -> Path | None:
         front = [points[i] for i in pareto_front(points)]
         axes.step(*zip(*front), where="post", color=colour, alpha=0.5, linestyle="--")
     axes.set_xscale("log")
+    # Plain numbers (0.2, 0.5, 1) rather than matplotlib's 2x10^-1 on a log axis; minor ticks at 2 and 5 only.
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""))
     axes.set_xlabel("p50 latency at batch 1 (ms, log scale)")
     axes.set_ylabel("test accuracy (%)")
     axes.set_title("Accuracy against latency; dashed: Pareto front")

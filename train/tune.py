@@ -400,6 +400,7 @@ def plot_trials(trials: list[dict], settings: TuneSettings, best: dict | None, p
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     by_latency = bool(settings.latency_budget_ms)
     key, label = ("latency_ms", "int8 TFLite p50 latency at batch 1 (ms, log)") if by_latency else ("params", "parameters (log)")
@@ -419,6 +420,10 @@ def plot_trials(trials: list[dict], settings: TuneSettings, best: dict | None, p
     if by_latency:
         axes.axvline(settings.latency_budget_ms, color="C3", linestyle="--", alpha=0.6, label="budget")
     axes.set_xscale("log")
+    # Plain numbers (0.2, 0.5, 1) rather than matplotlib's 2x10^-1 on a log axis; minor ticks at 2 and 5 only.
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
+        lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""))
     axes.set_xlabel(label)
     axes.set_ylabel("validation accuracy (%)")
     axes.set_title(f"cifar-tune: {len(trials)} {settings.tuner} trials")
