@@ -186,8 +186,8 @@ def test_default_packaged_model_loads_with_both_engines(small_dataset):
     assert agreement >= 0.9
 
 
-#: The release models (MODEL_CARD.md): name -> the most its tflite-int8 file may weigh.
-RELEASE_MODELS = {"edge": 150 * 1024}
+#: The release models (MODEL_CARD.md): name -> the most its tflite-int8 file may weigh (None: no limit).
+RELEASE_MODELS = {"edge": 150 * 1024, "accurate": None}
 
 
 @pytest.mark.parametrize("name", sorted(RELEASE_MODELS))
@@ -195,7 +195,7 @@ def test_release_models_ship_with_their_keras_sources(name, small_dataset, capsy
     assert main(["--model", name, "--info", "--json"]) == 0
     (info,), _ = _records(capsys)
     assert info["model"] == name and info["packaged"] and info["format"] == "tflite-int8"
-    assert Path(info["path"]).stat().st_size <= RELEASE_MODELS[name]
+    assert RELEASE_MODELS[name] is None or Path(info["path"]).stat().st_size <= RELEASE_MODELS[name]
     manifest = json.loads((packaged_models()[name] / "manifest.json").read_text())
     assert manifest["source"] == f"models/{name}.keras" and all(row["status"] == "passed" for row in manifest["files"])
     keras = pytest.importorskip("keras")
