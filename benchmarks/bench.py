@@ -252,8 +252,8 @@ class _RowState:
     def open(self, with_accuracy: bool = True) -> Row:
         """Load the file and measure accuracy; a failure becomes the row's status and reason."""
         try:
+            self.memory.__enter__()  # first, so finish() can always close it
             self.row.size_bytes = self.candidate.path.stat().st_size
-            self.memory.__enter__()
             start = time.perf_counter()
             self.engine = open_engine(self.candidate.path, self.candidate.engine, self.options.threads)
             self.row.load_ms = round((time.perf_counter() - start) * 1000, 2)

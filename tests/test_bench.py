@@ -77,6 +77,8 @@ def test_a_model_that_cannot_load_becomes_a_failed_row(tmp_path, small_dataset):
     broken.write_bytes(b"not a model" * 100)
     row = measure(Candidate(broken, "litert", "tflite"), small_dataset.test, BenchOptions(min_time=0.01, warmup=0))
     assert row.status == "failed" and "not a loadable TFLite model" in row.error and row.accuracy is None
+    gone = measure(Candidate(tmp_path / "gone.tflite", "litert", "tflite"), small_dataset.test, BenchOptions(min_time=0.01, warmup=0))
+    assert gone.status == "failed" and "gone.tflite" in gone.error
 
 
 def test_timing_cycles_through_the_rows_slice_by_slice(tiny_export, small_dataset):
