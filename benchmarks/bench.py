@@ -266,11 +266,10 @@ class _RowState:
             self.fail(error)
         return self.row
 
-    def time_slice(self, batch_size: int, seconds: float, warmup: int, min_runs: int) -> list[float]:
+    def time_slice(self, batch_size: int, seconds: float, warmup: int, min_runs: int) -> None:
         batch = self.split.images[np.arange(batch_size) % len(self.split)]
         times = time_runs(lambda: self.engine.predict(batch, batch_size=batch_size), warmup, seconds, min_runs)
         self.timings.setdefault(batch_size, []).extend(times)
-        return times
 
     def fail(self, error: BaseException | str) -> None:
         self.row.status = "failed"
@@ -291,8 +290,8 @@ def _with_timings(row: Row, timings: dict[int, list[float]]) -> Row:
     return replace(row, latency_ms=latency, fps=round(1000 / latency["p50"], 1), throughput=throughput)
 
 
-def _schedule(options: BenchOptions) -> list[tuple[int, int, int]]:
-    """The timed slices as (batch size, warm-up calls, minimum runs), in the order they run.
+def _schedule(options: BenchOptions) -> list[tuple[int, int, int, float]]:
+    """The timed slices as (batch size, warm-up calls, minimum runs, seconds), in the order they run.
 
     Batch 1 always comes first (it gives the latency percentiles, and batch-1 throughput
     when asked for). Every batch size gets `min_time` seconds in `slices` slices; the first
@@ -300,18 +299,18 @@ def _schedule(options: BenchOptions) -> list[tuple[int, int, int]]:
     """
     slices = max(1, round(options.min_time / options.slice_time))
     sizes = [1, *(b for b in options.batch_sizes if b != 1)]
-    per_slice_runs = -(-MIN_RUNS // slices)
-    return [(b, options.warmup if index == 0 else min(2, options.warmup), per_slice_runs) for index in range(slices) for b in sizes]
+    per_slice_runs, seconds = -(-MIN_RUNS // slices), options.min_time / slices
+    return [(b, options.warmup if index == 0 else min(2, options.warmup), per_slice_runs, seconds)
+            for index in range(slices) for b in sizes]
 
 
 def measure(candidate: Candidate, split: Split, options: BenchOptions, with_accuracy: bool = True) -> Row:
     """Measure one candidate in this process, its slices back to back; failures become a failed row."""
     state = _RowState(candidate, split, options)
     state.open(with_accuracy)
-    seconds = options.min_time / max(1, round(options.min_time / options.slice_time))
     if state.row.status == "ok":
         try:
-            for batch_size, warmup, min_runs in _schedule(options):
+            for batch_size, warmup, min_runs, seconds in _schedule(options):
                 state.time_slice(batch_size, seconds, warmup, min_runs)
         except Exception as error:  # noqa: BLE001 - as in open(): the row records why
             state.fail(error)
@@ -385,8 +384,8 @@ def _serve() -> None:
         if "batch_size" not in message:
             break
         try:
-            times = state.time_slice(message["batch_size"], message["seconds"], message["warmup"], message["min_runs"])
-            answers.write(json.dumps({"times": times}) + "\n")
+            state.time_slice(message["batch_size"], message["seconds"], message["warmup"], message["min_runs"])
+            answers.write(json.dumps({}) + "\n")
         except Exception as error:  # noqa: BLE001 - reported as the row's failure by the parent
             state.fail(error)
             answers.write(json.dumps({"error": state.row.error}) + "\n")
@@ -442,10 +441,7 @@ def run_benchmark(candidates: list[Candidate], split: Split, options: BenchOptio
     medians of two runs agree.
     """
     ordered = sorted(candidates, key=lambda c: c.engine == "keras")  # the heavy framework loads last
-    schedule = _schedule(options)
-    seconds = options.min_time / (len(schedule) // len({b for b, _, _ in schedule}))
     rows: list[Row] = []
-    timings: list[dict[int, list[float]]] = [{} for _ in ordered]
     with tempfile.TemporaryDirectory(prefix="cifar-bench-") as scratch:
         split_file = Path(scratch) / "split.npz"
         np.savez(split_file, images=split.images, labels=split.labels)
@@ -460,7 +456,7 @@ def run_benchmark(candidates: list[Candidate], split: Split, options: BenchOptio
                                     candidate.model))
                 if on_step:
                     on_step(f"{worker.candidate.format} ({worker.candidate.engine}) loaded")
-            for step, (batch_size, warmup, min_runs) in enumerate(schedule):
+            for step, (batch_size, warmup, min_runs, seconds) in enumerate(_schedule(options)):
                 order = range(len(workers)) if step % 2 == 0 else reversed(range(len(workers)))
                 for index in order:
                     if rows[index].status == "ok":
@@ -471,15 +467,13 @@ def run_benchmark(candidates: list[Candidate], split: Split, options: BenchOptio
                             answer = {"error": str(gone)}
                         if "error" in answer:
                             rows[index] = replace(rows[index], status="failed", error=answer["error"])
-                        else:
-                            timings[index].setdefault(batch_size, []).extend(answer["times"])
                     if on_step:
                         on_step(f"{ordered[index].format} ({ordered[index].engine}) batch {batch_size}")
             for index, worker in enumerate(workers):
                 if rows[index].status == "ok":
                     try:
-                        final = Row(**worker.ask({"done": True}, timeout_s=60))
-                        rows[index] = _with_timings(replace(rows[index], peak_mb=final.peak_mb), timings[index])
+                        # The child kept every slice's timings: its final row has latency, throughput and peak memory.
+                        rows[index] = Row(**worker.ask({"done": True}, timeout_s=60))
                     except _WorkerGone as gone:
                         rows[index] = replace(rows[index], status="failed", error=str(gone))
         finally:
