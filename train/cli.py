@@ -9,7 +9,7 @@ from pathlib import Path
 from cifar_edge.runtime.data import BAD_IMAGE_POLICIES, ENV_VAR, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, non_negative_int, positive_float, positive_int, run_cli
 from cifar_edge.runtime.files import check_writable_dir
-from cifar_edge.train.settings import TrainSettings, check_run_dir
+from cifar_edge.train.settings import PRECISIONS, TrainSettings, check_run_dir
 
 PROG = "cifar-train"
 # Flags that define a run; on --resume they come from the checkpoint and may only repeat it.
@@ -33,7 +33,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--limit-test", type=positive_int, help="evaluate on this many test images, class-balanced")
     parser.add_argument("--seed", type=non_negative_int, help="random seed (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --out from its last checkpoint")
-    parser.add_argument("--mixed-precision", choices=("auto", "on", "off"), help="float16 compute; auto = on with a GPU (default: auto)")
+    parser.add_argument(
+        "--mixed-precision", choices=PRECISIONS,
+        help="on: float16 compute, for GPUs; bfloat16: for CPUs with AVX512-BF16 or AMX; auto = on with a GPU (default: auto)",
+    )
     parser.add_argument("--distribute", choices=("none", "mirrored"), help="mirrored: data-parallel over all local GPUs (default: none)")
     parser.add_argument("--bad-images", choices=BAD_IMAGE_POLICIES, default="error", help="unreadable images: stop with an error, or skip them (default: error)")
     parser.add_argument("--dry-run", action="store_true", help="load and check the data, build the model, print both summaries, train nothing")

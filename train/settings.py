@@ -14,7 +14,7 @@ from pathlib import Path
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.train.models import Recipe, get_spec
 
-PRECISIONS = ("auto", "on", "off")
+PRECISIONS = ("auto", "on", "off", "bfloat16")
 DISTRIBUTIONS = ("none", "mirrored")
 CHECKPOINT_DIR = "checkpoint"
 

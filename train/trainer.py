@@ -71,14 +71,17 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     keras.utils.set_random_seed(settings.seed)
     with _global_policy(policy):
         model, history, earlier_seconds = _fit(settings, train_split, test_split, out, state, started, verbose, dataset.source)
-        # The delivered model is rebuilt uncompiled (clone_model would keep the compile
-        # config), so it carries no optimizer and loads with plain Keras anywhere.
-        final = create_model(settings.model)
-        final.set_weights(model.get_weights())
-        probabilities = final.predict(test_split.images, batch_size=512, verbose=0)
-        mirrored = None
-        if settings.recipe().test_time_flip:
-            mirrored = final.predict(test_split.images[:, :, ::-1], batch_size=512, verbose=0)
+    # The delivered model is rebuilt uncompiled (clone_model would keep the compile
+    # config), so it carries no optimizer and loads with plain Keras anywhere. It is built
+    # outside the mixed policy: the weights are float32 under every policy, and a float32
+    # graph is what the exporters and every runtime expect. The test figures below are
+    # therefore the shipped model's, not the float16/bfloat16 training graph's.
+    final = create_model(settings.model)
+    final.set_weights(model.get_weights())
+    probabilities = final.predict(test_split.images, batch_size=512, verbose=0)
+    mirrored = None
+    if settings.recipe().test_time_flip:
+        mirrored = final.predict(test_split.images[:, :, ::-1], batch_size=512, verbose=0)
 
     metrics = _metrics(settings, dataset, train_split, test_split, probabilities, history, final.count_params())
     if mirrored is not None:
@@ -265,6 +268,10 @@ def _compile(model, recipe: Recipe, steps_per_epoch: int) -> None:
 def _precision_policy(mixed_precision: str, device: dict) -> str:
     if mixed_precision == "on" or (mixed_precision == "auto" and device["accelerators"]):
         return "mixed_float16"
+    if mixed_precision == "bfloat16":
+        # Not chosen by auto: on CPUs without native bfloat16 (AVX512-BF16 or AMX) it is
+        # emulated and slower than float32.
+        return "mixed_bfloat16"
     return "float32"
 
 
