@@ -100,6 +100,16 @@ def test_mixed_precision_trains_in_it_and_delivers_a_float32_model(flag, policy,
     assert result.metrics["test_accuracy"] == pytest.approx(float(np.mean(probabilities.argmax(1) == test.labels)))
 
 
+def test_throughput_compares_precisions_side_by_side(small_dataset, capsys, image_tree):
+    from cifar_edge.train import throughput
+
+    assert throughput.main(["--models", "resnet8", "--mixed-precision", "off", "bfloat16", "--epochs", "2",
+                            "--images", "100", "--batch-size", "50", "--data", str(image_tree)]) == 0
+    table = capsys.readouterr().out
+    rows = [line for line in table.splitlines() if line.startswith("| `resnet8`")]
+    assert [row.split("|")[2].strip() for row in rows] == ["float32", "mixed_bfloat16"]
+
+
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(small_dataset, tmp_path, monkeypatch):
     reference = train(tiny_settings(epochs=2), small_dataset, tmp_path / "reference", verbose=0)
 
