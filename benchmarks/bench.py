@@ -155,15 +155,22 @@ def _from_folder(folder: Path) -> list[Candidate]:
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
         raise BenchError(f"{manifest_path}: not an export manifest ({error})") from None
     candidates = []
+    name = manifest.get("model") or ""
+    # Files with test-time augmentation in the graph are their own rows ("fast+tta6"), so
+    # a table of both exports shows what the views cost and buy. The .keras source sees
+    # one view, so the manifest's (TTA) Keras accuracy is not its figure.
+    with_tta = manifest.get("tta", "none") != "none"
+    tagged = f"{name}+tta{manifest.get('tta_views')}" if with_tta else name
     source = Path(manifest.get("source") or "")
     if source.suffix == ".keras" and source.is_file():
-        candidates.append(Candidate(source, "keras", "keras", reference=True, export_accuracy=manifest.get("keras_accuracy"),
-                                    export_images=manifest.get("validation_images"), model=manifest.get("model") or ""))
+        candidates.append(Candidate(source, "keras", "keras", reference=True,
+                                    export_accuracy=None if with_tta else manifest.get("keras_accuracy"),
+                                    export_images=manifest.get("validation_images"), model=name))
     for row in rows:
         path = folder / row["file"]
         if path.is_file():
             candidates.append(Candidate(path, row["engine"], row["format"], export_accuracy=row.get("accuracy"),
-                                        export_images=manifest.get("validation_images"), model=manifest.get("model") or ""))
+                                        export_images=manifest.get("validation_images"), model=tagged))
     return candidates
 
 

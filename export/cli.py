@@ -9,6 +9,7 @@ from cifar_edge.runtime.data import ENV_VAR, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, non_negative_float, positive_int, run_cli
 from cifar_edge.runtime.files import check_writable_dir
 from cifar_edge.runtime.formats import FORMATS, select_formats
+from cifar_edge.runtime.tta import TTA_MODES
 
 PROG = "cifar-export"
 
@@ -30,6 +31,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--calibration-images", type=positive_int, default=500, help="training images for int8 calibration (default: 500)")
     parser.add_argument("--calibration-method", choices=("auto", "minmax", "entropy", "percentile"), default="auto",
                         help="ONNX int8 calibration; auto tries each and keeps the most accurate (default: auto)")
+    parser.add_argument("--tta", choices=tuple(TTA_MODES), default="none",
+                        help="test-time augmentation built into every exported graph: none, flip (2 views) or 6 views; "
+                        "each view costs one more network pass (default: none)")
     parser.add_argument("--validate-images", type=positive_int, default=2000, help="test images each file is checked on (default: 2000)")
     parser.add_argument("--max-accuracy-drop", type=non_negative_float, default=1.0,
                         help="percentage points a file may lose against Keras (default: 1.0)")
@@ -51,7 +55,7 @@ def _run(args) -> int:
     dataset = load_cifar10(resolve_source(args.data))
     options = ExportOptions(
         calibration_images=args.calibration_images, calibration_method=args.calibration_method,
-        validate_images=args.validate_images, max_accuracy_drop=args.max_accuracy_drop,
+        validate_images=args.validate_images, max_accuracy_drop=args.max_accuracy_drop, tta=args.tta,
     )
     from tqdm import tqdm
 
@@ -73,7 +77,8 @@ def _run(args) -> int:
 def summary_table(manifest: dict) -> str:
     keras_accuracy = manifest["keras_accuracy"]
     lines = [
-        f"{manifest['model']}: Keras accuracy {keras_accuracy:.2%} on {manifest['validation_images']} test images",
+        f"{manifest['model']}: Keras accuracy {keras_accuracy:.2%} on {manifest['validation_images']} test images"
+        + (f", TTA {manifest['tta']} ({manifest['tta_views']} views in every file)" if manifest.get("tta", "none") != "none" else ""),
         f"{'format':<15} {'status':<18} {'size KB':>9} {'accuracy':>9} {'Δ pp':>6} {'agree':>7} {'max |Δp|':>9} {'export s':>9}",
     ]
     for row in manifest["files"]:

@@ -32,12 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar_edge.export.tta_graph import with_tta
 from cifar_edge.runtime.data import Cifar10, Split, balanced_indices
 from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json
 from cifar_edge.runtime.formats import ExportFormat
 from cifar_edge.runtime.labels import CLASS_NAMES, INPUT_CONTRACT, OUTPUT_CONTRACT
+from cifar_edge.runtime.tta import views
 
 log = logging.getLogger("cifar_edge.export")
 
@@ -78,6 +80,9 @@ class ExportOptions:
     """ONNX int8 calibration: `auto` tries every method and keeps the most accurate."""
     validate_images: int = 2000
     """Test images each exported file is checked on."""
+    tta: str = "none"
+    """Test-time augmentation built into every exported graph: none, flip or 6 views
+    (`cifar_edge.runtime.tta`); the Keras reference is checked with the same views."""
     max_accuracy_drop: float = 1.0
     """Percentage points an exported file may lose against Keras before it fails."""
     seed: int = 0
@@ -124,20 +129,22 @@ def export_model(
     `model` is the already loaded and checked `model_path`, when the caller has it.
     """
     model = model if model is not None else load_keras_model(model_path)
+    views(options.tta)  # an unknown mode fails before any work
     if any(f.calibrated for f in formats) and dataset is None:
         raise ExportError("int8 formats need calibration images: give the data with --data PATH or CIFAR10_DATA")
     out = writable_dir(out_dir)
     # The registry names every model (resnet8, fast, ...); a file called model.keras says less.
     name = model.name if model.name and model.name not in ("functional", "sequential") else Path(model_path).stem
     validation = dataset.test.balanced_subset(options.validate_images, options.seed) if dataset else None
-    keras_probabilities = model.predict(validation.images, batch_size=256, verbose=0) if validation else None
+    served = model if options.tta == "none" else with_tta(_float_input_copy(model), options.tta)
+    keras_probabilities = served.predict(validation.images, batch_size=256, verbose=0) if validation else None
     calibration, selection = _calibration_sets(dataset, options) if dataset else (None, None)
     if calibration is not None and len(calibration) < 100:
         log.warning("only %d calibration images; int8 accuracy may suffer below 100", len(calibration))
 
     results = []
     with tempfile.TemporaryDirectory(prefix="cifar-export-") as scratch:
-        work = _Workspace(model, Path(scratch))
+        work = _Workspace(model, Path(scratch), options.tta)
         for export_format in formats:
             result = _export_one(work, export_format, out / export_format.filename(name), calibration, selection,
                                  validation, keras_probabilities, options)
@@ -153,6 +160,8 @@ def export_model(
         "validation_images": len(validation) if validation else 0,
         "keras_accuracy": _accuracy(keras_probabilities, validation.labels) if validation else None,
         "calibration_images": len(calibration) if calibration is not None else 0,
+        "tta": options.tta,
+        "tta_views": len(views(options.tta)),
         "max_accuracy_drop_pp": options.max_accuracy_drop,
         "files": [asdict(result) for result in results],
     }
@@ -179,10 +188,12 @@ def convert(model, export_format: ExportFormat, target: str | os.PathLike, calib
 class _Workspace:
     """Intermediate files shared by several formats (SavedModels, the fp32 ONNX)."""
 
-    def __init__(self, model, scratch: Path):
-        self.model, self.scratch = model, scratch
+    def __init__(self, model, scratch: Path, tta: str = "none"):
+        self.source, self.scratch, self.tta = model, scratch, tta
+        # What every format computes: the model, or the model with its TTA views in the graph.
+        self.model = model if tta == "none" else with_tta(_float_input_copy(model), tta)
         self._cache: dict[str, Path] = {}
-        self.folded: list[str] = []
+        self.folded: dict[str, list[str]] = {}
 
     def saved_model(self, float_input: bool) -> Path:
         """float_input=True is the int8 converter's input: float pixels, and BN folded back through ReLU."""
@@ -190,8 +201,11 @@ class _Workspace:
         if key not in self._cache:
             model = self.model
             if float_input:
-                model = _float_input_copy(self.model)
-                self.folded = _fold_batch_norm_through_relu(model)
+                model = _float_input_copy(self.source)
+                self.folded = {"batch_norm_folded_through_relu": _fold_batch_norm_through_relu(model),
+                               "batch_norm_folded_through_max_pool": _fold_batch_norm_through_max_pool(model)}
+                if self.tta != "none":
+                    model = with_tta(model, self.tta, input_dtype="float32")
             path = self.scratch / key
             model.export(str(path), format="tf_saved_model", verbose=False)
             self._cache[key] = path
@@ -200,7 +214,13 @@ class _Workspace:
     def onnx_fp32(self) -> Path:
         if "onnx" not in self._cache:
             path = self.scratch / "model.onnx"
-            _convert_onnx(self.model, path)
+            # The fold changes no output, and onnx-int8 quantizes this file: per-tensor
+            # activation scales suit the folded conv outputs better (see the TFLite path).
+            model = _float_input_copy(self.source, input_dtype="uint8" if self.tta == "none" else "float32", erf_gelu=True)
+            _fold_batch_norm_through_max_pool(model)
+            if self.tta != "none":
+                model = with_tta(model, self.tta)
+            _convert_onnx(model, path)
             self._cache["onnx"] = path
         return self._cache["onnx"]
 
@@ -223,7 +243,12 @@ def _export_one(work, export_format, target, calibration, selection, validation,
     result.sha256 = hashlib.sha256(target.read_bytes()).hexdigest()
     result.status = "passed"
     if validation is not None:
-        engine = open_engine(target)
+        try:
+            engine = open_engine(target)
+        except CifarEdgeError as error:  # written, but no engine can run it: this format's failure only
+            result.status, result.error = "export failed", str(error)[:300]
+            log.warning("%s: export failed (%s)", export_format.name, result.error)
+            return result
         probabilities = engine.predict(validation.images)
         result.accuracy = _accuracy(probabilities, validation.labels)
         result.keras_accuracy = _accuracy(keras_probabilities, validation.labels)
@@ -259,7 +284,7 @@ def _tflite_int8(work, target, calibration, selection, options):
         work.saved_model(float_input=True), target, optimize=True, representative=representative,
         supported_ops=[tf.lite.OpsSet.TFLITE_BUILTINS_INT8], input_type=tf.uint8, output_type=tf.uint8,
     )
-    return {"calibration_method": "minmax", "batch_norm_folded_through_relu": work.folded}
+    return {"calibration_method": "minmax", **work.folded}
 
 
 def _onnx_fp32(work, target, *_):
@@ -301,11 +326,27 @@ _EXPORTERS = {
 # --- converters ----------------------------------------------------------------------
 
 
-def _float_input_copy(model):
-    """The same network and weights, taking raw pixel values (0..255) as float32."""
+def _float_input_copy(model, input_dtype: str = "float32", erf_gelu: bool = False):
+    """The same network and weights, taking raw pixel values (0..255) as `input_dtype`.
+
+    erf_gelu=True writes exact GELU as 0.5 x (1 + erf(x / sqrt 2)): Keras' TensorFlow GELU
+    uses Erfc, which tf2onnx cannot convert, while Erf is a standard ONNX op. TFLite's
+    converter maps the Keras form to its own GELU op, so it keeps the original.
+    """
     import keras
 
-    copy = keras.models.clone_model(model, input_tensors=keras.Input((32, 32, 3), dtype="float32", name="image"))
+    class ErfGelu(keras.layers.Layer):
+        """Exact GELU from Erf; only for conversion, never saved."""
+
+        def call(self, x):
+            return 0.5 * x * (1.0 + keras.ops.erf(x * np.float32(1 / np.sqrt(2))))
+
+    def clone(layer):
+        if erf_gelu and isinstance(layer, keras.layers.Activation) and layer.activation is keras.activations.gelu:
+            return ErfGelu(name=layer.name)
+        return layer.__class__.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(model, input_tensors=keras.Input((32, 32, 3), dtype=input_dtype, name="image"), clone_function=clone)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -338,6 +379,49 @@ def _fold_batch_norm_through_relu(model) -> list[str]:
         variance = variance * scale**2
         bn.set_weights([w.astype(np.float32) for w in ((multiplier / scale) * np.sqrt(variance + bn.epsilon), beta, mean * scale, variance)])
         folded.append(dense.name)
+    return folded
+
+
+def _fold_batch_norm_through_max_pool(model) -> list[str]:
+    """Move each Conv -> MaxPool -> BatchNorm's per-channel magnitude into the conv; return the conv names.
+
+    In conv -> pool -> BN nets (`fast`, `airbench94`) the converter cannot fuse the BN into
+    the conv across the pool, so int8 quantizes the conv and pool outputs per tensor while
+    their channels differ in scale by as much as the BN later divides out (for
+    `airbench94` trained 16 epochs this cost tflite-int8 0.45 points). Max-pooling commutes
+    with a positive per-channel scale, max(s*z) = s*max(z) for s > 0, so |gamma|/sqrt(var+eps)
+    can move into the conv's kernel, which int8 quantizes per output channel; the BN is left
+    multiplying by +-1. The float model computes the same function.
+    """
+    import keras
+
+    folded = []
+    for bn in model.layers:
+        if not isinstance(bn, keras.layers.BatchNormalization) or bn.axis not in (-1, len(bn.input.shape) - 1):
+            continue
+        pool = bn.input._keras_history.operation
+        if not isinstance(pool, keras.layers.MaxPooling2D) or len(pool._outbound_nodes) != 1:
+            continue
+        conv = pool.input._keras_history.operation
+        if not isinstance(conv, keras.layers.Conv2D) or conv.activation is not keras.activations.linear or len(conv._outbound_nodes) != 1:
+            continue
+        variance = np.asarray(bn.moving_variance, np.float64)
+        gamma = np.asarray(bn.gamma, np.float64) if bn.scale else np.ones_like(variance)
+        multiplier = gamma / np.sqrt(variance + bn.epsilon)
+        scale = np.where(np.abs(multiplier) > 0, np.abs(multiplier), 1.0)
+        conv.kernel.assign((np.asarray(conv.kernel, np.float64) * scale).astype(np.float32))
+        if conv.use_bias:
+            conv.bias.assign((np.asarray(conv.bias, np.float64) * scale).astype(np.float32))
+        bn.moving_mean.assign((np.asarray(bn.moving_mean, np.float64) * scale).astype(np.float32))
+        if bn.scale:
+            # gamma' / sqrt(var' + eps) = multiplier / scale = +-1, with var' = var * scale^2.
+            new_variance = variance * scale**2
+            bn.moving_variance.assign(new_variance.astype(np.float32))
+            bn.gamma.assign((multiplier / scale * np.sqrt(new_variance + bn.epsilon)).astype(np.float32))
+        else:
+            # No gamma: the multiplier is positive and becomes exactly 1.
+            bn.moving_variance.assign(np.full_like(variance, 1.0 - bn.epsilon).astype(np.float32))
+        folded.append(conv.name)
     return folded
 
 

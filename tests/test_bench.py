@@ -62,6 +62,20 @@ def test_export_folder_gives_every_format_and_the_keras_reference(tiny_export):
     assert {c.format for c in only} == {"onnx-fp32", "onnx-int8"}
 
 
+def test_files_with_tta_in_the_graph_are_their_own_model_rows(tiny_export, tmp_path):
+    out, manifest = tiny_export
+    folder = tmp_path / "with-tta"
+    shutil.copytree(out, folder)
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "tta": "6", "tta_views": 6}))
+    candidates = find_candidates([str(out), str(folder)])
+    tagged = [c for c in candidates if c.path.parent == folder and not c.reference]
+    assert tagged and {c.model for c in tagged} == {f"{manifest['model']}+tta6"}
+    references = [c for c in candidates if c.reference]
+    assert {c.model for c in references} == {manifest["model"]}
+    # The .keras source sees one view: the TTA manifest's Keras accuracy is not its figure.
+    assert [c.export_accuracy for c in references] == [manifest["keras_accuracy"], None]
+
+
 def test_bad_paths_and_empty_folders_are_one_line_errors(tmp_path):
     with pytest.raises(BenchError, match="no such file"):
         find_candidates([str(tmp_path / "missing")])

@@ -272,6 +272,29 @@ def test_batch_norm_after_relu_folds_into_the_dense_without_changing_the_functio
     np.testing.assert_allclose(np.abs(g / np.sqrt(variance + bn.epsilon)), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("scale", [True, False])
+def test_batch_norm_after_max_pool_folds_into_the_conv_without_changing_the_function(scale):
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((8, 8, 3))
+    conv = keras.layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv")(inputs)
+    pooled = keras.layers.MaxPooling2D(2)(conv)
+    normed = keras.layers.BatchNormalization(scale=scale, epsilon=1e-12 if not scale else 1e-3, name="bn")(pooled)
+    second = keras.layers.BatchNormalization(name="plain")(keras.layers.Conv2D(2, 1, name="conv2")(normed))  # no pool: left alone
+    model = keras.Model(inputs, second)
+    bn = model.get_layer("bn")
+    if scale:
+        bn.gamma.assign(np.array([0.1, -2.0, 30.0, 0.5], np.float32))
+    bn.beta.assign(rng.normal(size=4).astype(np.float32))
+    bn.moving_mean.assign(rng.normal(size=4).astype(np.float32))
+    bn.moving_variance.assign(np.array([1e-4, 0.3, 5.0, 40.0], np.float32))
+    x = rng.normal(size=(16, 8, 8, 3)).astype(np.float32)
+    before = model.predict(x, verbose=0)
+    assert exporter._fold_batch_norm_through_max_pool(model) == ["conv"]
+    np.testing.assert_allclose(model.predict(x, verbose=0), before, rtol=1e-4, atol=1e-4)
+    gamma = np.asarray(bn.gamma) if scale else 1.0
+    np.testing.assert_allclose(np.abs(gamma / np.sqrt(np.asarray(bn.moving_variance) + bn.epsilon)), 1.0, rtol=1e-5)
+
+
 def test_batch_norm_is_left_alone_where_folding_would_change_the_function(tiny_model):
     inputs = keras.Input((6,))
     hidden = keras.layers.Dense(5, activation="relu")(inputs)
@@ -280,3 +303,47 @@ def test_batch_norm_is_left_alone_where_folding_would_change_the_function(tiny_m
     model = keras.Model(inputs, [both, linear])
     assert exporter._fold_batch_norm_through_relu(model) == []
     assert exporter._fold_batch_norm_through_relu(load_keras_model(tiny_model)) == []
+
+
+def test_tta_graph_computes_the_runtime_tables_views(tiny_model, small_dataset):
+    from cifar_edge.export.tta_graph import with_tta
+    from cifar_edge.runtime import tta
+
+    model = load_keras_model(tiny_model)
+    images = small_dataset.test.images[:16]
+    for mode in tta.TTA_MODES:
+        in_graph = with_tta(exporter._float_input_copy(model), mode).predict(images, verbose=0)
+        in_numpy = tta.predict(lambda x: model.predict(x, verbose=0), images, mode)
+        np.testing.assert_allclose(in_graph, in_numpy, atol=2e-5)
+
+
+def test_export_with_tta_puts_the_views_in_every_file(tiny_model, small_dataset, tmp_path):
+    from cifar_edge.runtime import tta
+
+    formats = select_formats(int8=True)
+    options = ExportOptions(calibration_images=100, validate_images=100, max_accuracy_drop=100.0, tta="flip", calibration_method="minmax")
+    manifest = export_model(tiny_model, tmp_path, formats, small_dataset, options)
+    assert manifest["tta"] == "flip" and manifest["tta_views"] == 2
+    rows = {row["format"]: row for row in manifest["files"]}
+    assert all(row["status"] == "passed" for row in rows.values()), rows
+    model = load_keras_model(tiny_model)
+    images = small_dataset.test.images[:8]
+    expected = tta.predict(lambda x: model.predict(x, verbose=0), images, "flip")
+    for name in ("tflite-fp32", "onnx-fp32"):
+        np.testing.assert_allclose(open_engine(tmp_path / rows[name]["file"]).predict(images), expected, atol=1e-4)
+    assert rows["tflite-int8"]["agreement"] >= 0.9
+
+
+def test_gelu_models_export_to_onnx(small_dataset, tmp_path):
+    """Keras' TensorFlow GELU uses Erfc, which tf2onnx cannot convert; the exporter writes it with Erf."""
+    from cifar_edge.train.models import create_model
+
+    model = create_model("airbench94")
+    model.get_layer("logits").kernel.assign(np.random.default_rng(0).normal(0, 3, (256, 10)).astype(np.float32))
+    path = tmp_path / "airbench94.keras"
+    model.save(path)
+    formats = [f for f in FORMATS if f.name in ("tflite-fp32", "onnx-fp32")]
+    manifest = export_model(path, tmp_path / "out", formats, small_dataset, ExportOptions(validate_images=50))
+    for row in manifest["files"]:
+        assert row["status"] == "passed", row
+        assert row["max_probability_difference"] < 1e-3

@@ -319,7 +319,7 @@ def test_list_models_through_the_console_script():
     if not script.exists():
         pytest.skip("cifar-train is not installed in this environment")
     result = subprocess.run([str(script), "--list-models"], capture_output=True, text=True, check=True)
-    for name in ("vgg1", "vgg2", "vgg3", "vgg3-dropout", "vgg3-plus", "deep15", "resnet8", "fast"):
+    for name in ("vgg1", "vgg2", "vgg3", "vgg3-dropout", "vgg3-plus", "deep15", "resnet8", "fast", "airbench94"):
         assert f"\n{name} " in "\n" + result.stdout
 
 
@@ -332,17 +332,19 @@ def test_fast_reports_test_time_flip_accuracy(small_dataset, tmp_path, tiny_run)
     model = keras.models.load_model(result.files["model.keras"])
     averaged = model.predict(test.images, verbose=0) + model.predict(test.images[:, :, ::-1], verbose=0)
     expected = float(np.mean(averaged.argmax(1) == test.labels))
-    assert result.metrics["test_accuracy_flip_tta"] == pytest.approx(expected, abs=0.021)  # one image of 50 may tip
-    assert "test_accuracy_flip_tta" not in tiny_run.metrics  # resnet8's recipe does not ask for it
+    assert result.metrics["tta"] == "flip"
+    assert result.metrics["test_accuracy_tta"] == pytest.approx(expected, abs=0.021)  # one image of 50 may tip
+    assert "test_accuracy_tta" not in tiny_run.metrics  # resnet8's recipe does not ask for it
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="needs jax for the KERAS_BACKEND=jax run")
-def test_jax_backend_trains_a_model_that_tensorflow_loads(image_tree, tmp_path, small_dataset):
+@pytest.mark.parametrize(("model_name", "epochs"), [("resnet8", 1), ("airbench94", 2)])
+def test_jax_backend_trains_a_model_that_tensorflow_loads(model_name, epochs, image_tree, tmp_path, small_dataset):
     out = tmp_path / "jax-run"
     result = subprocess.run(
-        [sys.executable, "-m", "cifar_edge.train.cli", "--model", "resnet8", "--epochs", "1", "--limit-train", "100",
-         "--limit-test", "50", "--data", str(image_tree), "--out", str(out)],
+        [sys.executable, "-m", "cifar_edge.train.cli", "--model", model_name, "--epochs", str(epochs), "--limit-train", "128",
+         "--batch-size", "64", "--limit-test", "50", "--data", str(image_tree), "--out", str(out)],
         capture_output=True, text=True, env={**os.environ, "KERAS_BACKEND": "jax"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -350,6 +352,13 @@ def test_jax_backend_trains_a_model_that_tensorflow_loads(image_tree, tmp_path, 
     assert keras.backend.backend() == "tensorflow"
     model = keras.models.load_model(out / "model.keras")
     assert model.predict(small_dataset.test.images[:4], verbose=0).shape == (4, 10)
+    if model_name == "airbench94":  # the optimizer's freeze holds on JAX too
+        from cifar_edge.train.models import CIFAR10_MEAN, CIFAR10_STD
+        from cifar_edge.train.whitening import whitening_kernel
+
+        images = small_dataset.train.balanced_subset(128, 0).images.astype(np.float32) / 255
+        expected = whitening_kernel((images - np.array(CIFAR10_MEAN, np.float32)) / np.array(CIFAR10_STD, np.float32))
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(model.get_layer("whiten").kernel), expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.slow

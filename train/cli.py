@@ -7,13 +7,20 @@ import sys
 from pathlib import Path
 
 from cifar_edge.runtime.data import BAD_IMAGE_POLICIES, ENV_VAR, load_cifar10, resolve_source
-from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, non_negative_int, positive_float, positive_int, run_cli
+from cifar_edge.runtime.errors import (
+    ArgumentParser,
+    CifarEdgeError,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    run_cli,
+)
 from cifar_edge.runtime.files import check_writable_dir
-from cifar_edge.train.settings import PRECISIONS, TrainSettings, check_run_dir
+from cifar_edge.runtime.tta import TTA_MODES
+from cifar_edge.train.settings import PRECISIONS, RUN_FLAGS, TrainSettings, check_run_dir
 
 PROG = "cifar-train"
-# Flags that define a run; on --resume they come from the checkpoint and may only repeat it.
-RUN_FLAGS = ("model", "epochs", "batch_size", "learning_rate", "limit_train", "limit_test", "seed", "mixed_precision", "distribute")
 
 
 def build_parser() -> ArgumentParser:
@@ -29,6 +36,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--data", help=f"CIFAR-10 source: official tarball or folder, image-folder tree or its tar (default: ${ENV_VAR}, else download)")
     parser.add_argument("--batch-size", type=positive_int, help="images per step (default: the model's recipe)")
     parser.add_argument("--learning-rate", type=positive_float, help="peak learning rate (default: the model's recipe)")
+    parser.add_argument("--weight-decay", type=non_negative_float,
+                        help="decoupled weight decay (Keras' convention: p <- p (1 - lr wd) per step) (default: the model's recipe)")
+    parser.add_argument("--tta", choices=tuple(TTA_MODES),
+                        help="test-time augmentation for the reported test_accuracy_tta: none, flip, or 6 views (default: the model's recipe)")
     parser.add_argument("--limit-train", type=positive_int, help="train on this many images, class-balanced")
     parser.add_argument("--limit-test", type=positive_int, help="evaluate on this many test images, class-balanced")
     parser.add_argument("--seed", type=non_negative_int, help="random seed (default: 0)")
@@ -57,7 +68,8 @@ def _run(args) -> int:
         for spec in list_models():
             recipe = spec.recipe
             print(f"{spec.name:<13} {spec.description}")
-            print(f"{'':<13} default: {recipe.epochs} epochs, batch {recipe.batch_size}, SGD lr {recipe.learning_rate:g} ({recipe.schedule})")
+            print(f"{'':<13} default: {recipe.epochs} epochs, batch {recipe.batch_size}, SGD lr {recipe.learning_rate:g} "
+                  f"({recipe.schedule}), weight decay {recipe.weight_decay:g}, TTA {recipe.tta}")
         return 0
 
     data = resolve_source(args.data)
@@ -98,8 +110,8 @@ def _run(args) -> int:
     print(f"{settings.model}: test accuracy {metrics['test_accuracy']:.2%} on {metrics['test_images']} images "
           f"after {metrics['epochs']} epoch{'s' if metrics['epochs'] != 1 else ''}, {metrics['wall_time_seconds']:.0f} s, "
           f"{metrics['train_images_per_second']} train images/s ({metrics['device']['backend']})")
-    if "test_accuracy_flip_tta" in metrics:
-        print(f"with test-time flip (mean of image and mirror): {metrics['test_accuracy_flip_tta']:.2%}")
+    if "test_accuracy_tta" in metrics:
+        print(f"with test-time augmentation ({metrics['tta']}): {metrics['test_accuracy_tta']:.2%}")
     print(f"outputs in {result.out_dir}:")
     for name, path in result.files.items():
         print(f"  {name:<22} {path}")

@@ -46,10 +46,15 @@ class TrainingBatches(keras.utils.PyDataset):
     (seed, e, i), so a resumed run sees exactly the batches an uninterrupted one would.
     """
 
-    def __init__(self, images, labels, batch_size: int, *, flip: bool, shift_pixels: int, seed: int, first_epoch: int = 0):
+    def __init__(self, images, labels, batch_size: int, *, flip: bool, shift_pixels: int, seed: int, first_epoch: int = 0,
+                 alternating_flip: bool = False, drop_last: bool = False):
         super().__init__(workers=1, use_multiprocessing=False)
         self.images, self.labels = images, labels
         self.batch_size, self.flip, self.shift_pixels, self.seed = batch_size, flip, shift_pixels, seed
+        self.drop_last = drop_last and len(labels) >= batch_size
+        # Alternating flip (airbench): one random flip per image for the first epoch, the
+        # opposite in every odd epoch. It replaces the per-batch random flip.
+        self.base_flips = np.random.default_rng((seed, 1 << 20)).random(len(labels)) < 0.5 if flip and alternating_flip else None
         self.epoch = first_epoch
         self._order = self._shuffle()
 
@@ -57,12 +62,21 @@ class TrainingBatches(keras.utils.PyDataset):
         return np.random.default_rng((self.seed, self.epoch)).permutation(len(self.labels))
 
     def __len__(self) -> int:
-        return math.ceil(len(self.labels) / self.batch_size)
+        count = len(self.labels) / self.batch_size
+        return math.floor(count) if self.drop_last else math.ceil(count)
+
+    def flips(self, chosen: np.ndarray) -> np.ndarray:
+        """Which of the images `chosen` (indices into the split) are mirrored this epoch, for alternating flip."""
+        return self.base_flips[chosen] ^ bool(self.epoch % 2)
 
     def __getitem__(self, index: int):
         chosen = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        images = augment(self.images[chosen], rng, self.flip, self.shift_pixels)
+        images = augment(self.images[chosen], rng, self.flip and self.base_flips is None, self.shift_pixels)
+        if self.base_flips is not None:
+            mirrored = self.flips(chosen)
+            # `images` is a fresh array (fancy indexing copies), so mirror it in place.
+            images[mirrored] = images[mirrored, :, ::-1]
         return images, one_hot(self.labels[chosen])
 
     def on_epoch_end(self) -> None:

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from cifar_edge.runtime.files import atomic_path
 from cifar_edge.runtime.labels import NUM_CLASSES
 
-HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy", "learning_rate", "train_seconds")
+HISTORY_COLUMNS = ("epoch", "loss", "accuracy", "test_loss", "test_accuracy", "learning_rate", "train_seconds", "wall_seconds")
 
 
 def history_csv(history: list[dict]) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cifar_edge.runtime.errors import CifarEdgeError
+from cifar_edge.runtime.tta import TTA_MODES
 from cifar_edge.train.models import Recipe, get_spec
 
 PRECISIONS = ("auto", "on", "off", "bfloat16")
@@ -31,6 +32,8 @@ class TrainSettings:
     epochs: int
     batch_size: int
     learning_rate: float
+    weight_decay: float
+    tta: str
     limit_train: int | None = None
     limit_test: int | None = None
     seed: int = 0
@@ -43,37 +46,42 @@ class TrainSettings:
             raise TrainError(f"mixed_precision must be one of {', '.join(PRECISIONS)}, not {self.mixed_precision!r}")
         if self.distribute not in DISTRIBUTIONS:
             raise TrainError(f"distribute must be one of {', '.join(DISTRIBUTIONS)}, not {self.distribute!r}")
+        if self.tta not in TTA_MODES:
+            raise TrainError(f"tta must be one of {', '.join(TTA_MODES)}, not {self.tta!r}")
+        if self.weight_decay < 0:
+            raise TrainError(f"weight_decay must be 0 or more, not {self.weight_decay}")
 
     @classmethod
     def for_model(cls, model: str, **overrides) -> TrainSettings:
         """Settings for `model`, taking the recipe's value for every override left None."""
         recipe = get_spec(model).recipe
-        defaults = {"epochs": recipe.epochs, "batch_size": recipe.batch_size, "learning_rate": recipe.learning_rate}
+        defaults = {name: getattr(recipe, name) for name in RECIPE_OVERRIDES}
         values = {**defaults, **{key: value for key, value in overrides.items() if value is not None}}
         return cls(model=model, **values)
 
     def recipe(self) -> Recipe:
         base = get_spec(self.model).recipe
-        return dataclasses.replace(
-            base, epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.learning_rate
-        )
+        return dataclasses.replace(base, **{name: getattr(self, name) for name in RECIPE_OVERRIDES})
 
     def command(self, data_source: str | None, skip_bad_images: bool = False) -> str:
-        """The `cifar-train` command line that repeats this run."""
-        parts = [
-            "cifar-train", f"--model {self.model}", f"--epochs {self.epochs}", f"--batch-size {self.batch_size}",
-            f"--learning-rate {self.learning_rate!r}", f"--seed {self.seed}",
-            f"--mixed-precision {self.mixed_precision}", f"--distribute {self.distribute}",
-        ]
-        if self.limit_train:
-            parts.append(f"--limit-train {self.limit_train}")
-        if self.limit_test:
-            parts.append(f"--limit-test {self.limit_test}")
+        """The `cifar-train` command line that repeats this run: one flag per set field."""
+        parts = ["cifar-train"]
+        for name in RUN_FLAGS:
+            value = getattr(self, name)
+            if value is not None:
+                parts.append(f"--{name.replace('_', '-')} {repr(value) if isinstance(value, float) else value}")
         if data_source:
             parts.append(f"--data {data_source}")
         if skip_bad_images:
             parts.append("--bad-images skip")
         return " ".join(parts) + " --out DIR"
+
+
+# Every field is a cifar-train flag that defines the run; on --resume they come from the
+# checkpoint and may only repeat it.
+RUN_FLAGS = tuple(field.name for field in dataclasses.fields(TrainSettings))
+# The fields that override the model's recipe, and default to it.
+RECIPE_OVERRIDES = ("epochs", "batch_size", "learning_rate", "weight_decay", "tta")
 
 
 def check_run_dir(out: Path, resume: bool) -> dict | None:

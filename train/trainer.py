@@ -20,9 +20,9 @@ import contextlib
 import dataclasses
 import importlib.util
 import logging
-import math
 import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -32,9 +32,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from cifar_edge.runtime import tta
 from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
-from cifar_edge.train.models import Recipe, create_model
+from cifar_edge.train.models import Recipe, create_model, get_spec
+from cifar_edge.train.optim import GroupSGD, LinearWarmupDecay, Lookahead
 from cifar_edge.train.pipeline import TrainingBatches, one_hot
 from cifar_edge.train.report import confusion_matrix, history_csv, plot_confusion_matrix, plot_learning_curves
 from cifar_edge.train.settings import (
@@ -48,6 +50,8 @@ log = logging.getLogger("cifar_edge.train")
 
 # Averaging window of the weight EMA: about the last hundred steps.
 EMA_MOMENTUM = 0.99
+# metrics.json records the wall seconds at which the per-epoch test accuracy first reached each.
+ACCURACY_MARKS = (0.90, 0.92, 0.93, 0.94)
 
 
 @dataclass(frozen=True)
@@ -78,16 +82,17 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     # therefore the shipped model's, not the float16/bfloat16 training graph's.
     final = create_model(settings.model)
     final.set_weights(model.get_weights())
-    probabilities = final.predict(test_split.images, batch_size=512, verbose=0)
-    mirrored = None
-    if settings.recipe().test_time_flip:
-        mirrored = final.predict(test_split.images[:, :, ::-1], batch_size=512, verbose=0)
 
+    def predict(images):
+        return final.predict(images, batch_size=512, verbose=0)
+
+    probabilities = predict(test_split.images)
     metrics = _metrics(settings, dataset, train_split, test_split, probabilities, history, final.count_params())
-    if mirrored is not None:
-        # Reported beside, not instead of, test_accuracy: model.keras itself sees one view.
-        averaged = (probabilities + mirrored) / 2
-        metrics["test_accuracy_flip_tta"] = float(np.mean(np.argmax(averaged, axis=1) == test_split.labels))
+    if settings.tta != "none":
+        # Reported beside, not instead of, test_accuracy: model.keras itself sees one view;
+        # `cifar-export --tta` builds the same views into the exported files.
+        averaged = tta.predict(predict, test_split.images, settings.tta)
+        metrics.update(tta=settings.tta, test_accuracy_tta=float(np.mean(np.argmax(averaged, axis=1) == test_split.labels)))
     metrics.update(
         wall_time_seconds=round(earlier_seconds + time.perf_counter() - started, 2),
         precision_policy=policy,
@@ -112,7 +117,15 @@ def _fit(settings: TrainSettings, train_split: Split, test_split: Split, out: Pa
          verbose, data_source: str):
     """Build (or restore) and fit the model; return it, the epoch history and earlier seconds."""
     recipe = settings.recipe()
+    spec = get_spec(settings.model)
     checkpoint = out / CHECKPOINT_DIR
+    batches = TrainingBatches(
+        train_split.images, train_split.labels, settings.batch_size, flip=recipe.flip, shift_pixels=recipe.shift_pixels,
+        seed=settings.seed, first_epoch=state["epoch"] if state else 0, alternating_flip=recipe.alternating_flip,
+        drop_last=recipe.drop_last,
+    )
+    total_steps = settings.epochs * len(batches)
+    lookahead = Lookahead(recipe.lookahead_every, recipe.lookahead_decay, total_steps) if recipe.lookahead_every else None
     with _distribution_scope(settings.distribute):
         if state is not None:
             try:
@@ -121,22 +134,23 @@ def _fit(settings: TrainSettings, train_split: Split, test_split: Split, out: Pa
                 raise TrainError(f"{checkpoint / 'model.keras'}: unreadable checkpoint ({type(error).__name__}); "
                                  f"remove {checkpoint} to start over") from None
             first_epoch, history, earlier_seconds = state["epoch"], state["history"], state["wall_seconds"]
+            if lookahead:
+                lookahead.load(checkpoint)
             log.info("resuming %s at epoch %d of %d", out, first_epoch + 1, settings.epochs)
         else:
             model = create_model(settings.model)
-            _compile(model, recipe, steps_per_epoch=math.ceil(len(train_split) / settings.batch_size))
+            if spec.prepare:
+                spec.prepare(model, train_split.images)
+            _compile(model, recipe, steps_per_epoch=len(batches), frozen=spec.frozen)
             first_epoch, history, earlier_seconds = 0, [], 0.0
-        recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds, data_source)
-        callbacks: list = [recorder]
+        recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds, data_source, extras=[lookahead] if lookahead else [])
+        # Lookahead first: the recorder's checkpoint and test figures see the weights it sets.
+        callbacks: list = ([lookahead] if lookahead else []) + [recorder]
         # Keras writes TensorBoard logs through tf.summary, whatever the backend.
         if all(importlib.util.find_spec(name) for name in ("tensorflow", "tensorboard")):
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "logs")))
         else:
             log.warning("TensorBoard logs need tensorflow and tensorboard installed; %s/logs was not written", out)
-        batches = TrainingBatches(
-            train_split.images, train_split.labels, settings.batch_size,
-            flip=recipe.flip, shift_pixels=recipe.shift_pixels, seed=settings.seed, first_epoch=first_epoch,
-        )
         if first_epoch < settings.epochs:
             model.fit(
                 batches,
@@ -167,6 +181,7 @@ def _metrics(settings, dataset: Cifar10, train_split: Split, test_split: Split, 
         "epochs": settings.epochs,
         "train_images": len(train_split),
         "train_images_per_second": _images_per_second(history, len(train_split)),
+        "seconds_to_test_accuracy": _seconds_to_marks(history),
         "parameters": int(parameters),
     }
 
@@ -195,9 +210,10 @@ class _RunRecorder(keras.callbacks.Callback):
     """Times each epoch, keeps the history, and checkpoints after every epoch."""
 
     def __init__(self, checkpoint: Path, settings: TrainSettings, history: list[dict], started: float, earlier_seconds: float,
-                 data_source: str):
+                 data_source: str, extras=()):
         super().__init__()
         self.checkpoint, self.settings, self.history, self.data_source = checkpoint, settings, list(history), data_source
+        self.extras = list(extras)  # objects with save(folder), checkpointed with the model
         self.started, self.earlier_seconds = started, earlier_seconds
         self._epoch_start = 0.0
         self._train_seconds: float | None = None
@@ -221,10 +237,13 @@ class _RunRecorder(keras.callbacks.Callback):
             "test_accuracy": float(logs.get("val_accuracy", float("nan"))),
             "learning_rate": float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)),
             "train_seconds": round(train_seconds, 3),
+            "wall_seconds": round(self.earlier_seconds + time.perf_counter() - self.started, 2),
         })
         self.checkpoint.mkdir(exist_ok=True)
         with atomic_path(self.checkpoint / "model.keras") as temporary:
             self.model.save(temporary)
+        for extra in self.extras:
+            extra.save(self.checkpoint)
         # state.json is written after the model, so it never points at an older model.
         write_json(self.checkpoint / "state.json", {
             "epoch": epoch + 1,
@@ -239,9 +258,12 @@ def _limit(split: Split, limit: int | None, seed: int) -> Split:
     return split.balanced_subset(limit, seed) if limit else split
 
 
-def _compile(model, recipe: Recipe, steps_per_epoch: int) -> None:
+def _compile(model, recipe: Recipe, steps_per_epoch: int, frozen: tuple[str, ...] = ()) -> None:
     total_steps = recipe.epochs * steps_per_epoch
-    if recipe.schedule == "constant":
+    if recipe.schedule == "linear":
+        learning_rate = LinearWarmupDecay(recipe.learning_rate, total_steps, int(total_steps * recipe.warmup_fraction),
+                                          recipe.lr_start_factor, recipe.lr_end_factor)
+    elif recipe.schedule == "constant":
         learning_rate = recipe.learning_rate
     elif recipe.schedule == "cosine":
         # A warm-up longer than a quarter of the run would leave no time to decay.
@@ -254,10 +276,21 @@ def _compile(model, recipe: Recipe, steps_per_epoch: int) -> None:
         )
     else:
         raise ValueError(f"unknown schedule {recipe.schedule!r}")
-    optimizer = keras.optimizers.SGD(
-        learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay or None,
-        use_ema=recipe.weight_averaging, ema_momentum=EMA_MOMENTUM,
-    )
+    grouped = frozen or recipe.bias_lr_multiplier != 1 or recipe.whiten_bias_epochs
+    if grouped:
+        frozen_from = {f"^{re.escape(path)}$": 0 for path in frozen}
+        if recipe.whiten_bias_epochs:
+            frozen_from["^whiten/bias$"] = round(recipe.whiten_bias_epochs * steps_per_epoch)
+        optimizer = GroupSGD(
+            learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov, decoupled_decay=recipe.weight_decay,
+            lr_multipliers={"(^|/)beta$": recipe.bias_lr_multiplier} if recipe.bias_lr_multiplier != 1 else {},
+            frozen_from=frozen_from, use_ema=recipe.weight_averaging, ema_momentum=EMA_MOMENTUM,
+        )
+    else:
+        optimizer = keras.optimizers.SGD(
+            learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay or None,
+            use_ema=recipe.weight_averaging, ema_momentum=EMA_MOMENTUM,
+        )
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
@@ -330,6 +363,16 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def _seconds_to_marks(history: list[dict]) -> dict[str, float | None]:
+    """Wall seconds from the run's start to the end of the first epoch whose test accuracy
+    (single view, on the run's test images) reached each mark; None if none did."""
+    marks = {}
+    for mark in ACCURACY_MARKS:
+        reached = [row["wall_seconds"] for row in history if row.get("wall_seconds") is not None and row["test_accuracy"] >= mark]
+        marks[f"{mark:.0%}"] = reached[0] if reached else None
+    return marks
 
 
 def _images_per_second(history: list[dict], train_images: int) -> float | None:
