@@ -4,6 +4,8 @@ weight-decay conversion and test-time augmentation, on a few hundred images."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -107,7 +109,16 @@ def test_dirac_init_passes_the_first_channels_through():
 
 def test_model_keras_loads_with_plain_keras_and_keeps_the_contract(air_run, small_dataset):
     result, _ = air_run
-    model = keras.models.load_model(result.files["model.keras"])  # no cifar_edge object needed
+    code = (
+        "import sys, keras, numpy as np\n"
+        f"m = keras.models.load_model({str(result.files['model.keras'])!r})\n"
+        "assert not any(name.startswith('cifar_edge') for name in sys.modules)\n"
+        "print(m.predict(np.zeros((2, 32, 32, 3), np.uint8), verbose=0).shape, getattr(m, 'optimizer', None))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    assert "(2, 10) None" in loaded.stdout
+    model = keras.models.load_model(result.files["model.keras"])
     assert model.inputs[0].dtype == "uint8"
     probabilities = model.predict(small_dataset.test.images[:5], verbose=0)
     assert probabilities.shape == (5, 10)

@@ -332,6 +332,9 @@ def test_export_with_tta_puts_the_views_in_every_file(tiny_model, small_dataset,
     for name in ("tflite-fp32", "onnx-fp32"):
         np.testing.assert_allclose(open_engine(tmp_path / rows[name]["file"]).predict(images), expected, atol=1e-4)
     assert rows["tflite-int8"]["agreement"] >= 0.9
+    int8 = open_engine(tmp_path / rows["tflite-int8"]["file"])
+    assert "float32" not in int8.tensor_dtypes(), "the views are integer ops too"
+    assert not [op for op in int8.operators() if op.startswith("Flex")]
 
 
 def test_gelu_models_export_to_onnx(small_dataset, tmp_path):
