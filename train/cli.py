@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from pathlib import Path
@@ -18,9 +19,36 @@ from cifar_edge.runtime.errors import (
 )
 from cifar_edge.runtime.files import check_writable_dir
 from cifar_edge.runtime.tta import TTA_MODES
-from cifar_edge.train.settings import PRECISIONS, RUN_FLAGS, TrainSettings, check_run_dir
+from cifar_edge.train.settings import (
+    CACHE_FILE,
+    DISTILL_ALPHA,
+    DISTILL_SHIFT_STEP,
+    DISTILL_TEMPERATURE,
+    PRECISIONS,
+    RUN_FLAGS,
+    TrainSettings,
+    check_run_dir,
+)
 
 PROG = "cifar-train"
+
+
+def _existing_file(text: str) -> str:
+    """An existing file, as an absolute path: the run's config and --resume then name it exactly."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return str(path.resolve())
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, not {text}")
+    return value
 
 
 def build_parser() -> ArgumentParser:
@@ -49,6 +77,16 @@ def build_parser() -> ArgumentParser:
         help="on: float16 compute, for GPUs; bfloat16: for CPUs with AVX512-BF16 or AMX; auto = on with a GPU (default: auto)",
     )
     parser.add_argument("--distribute", choices=("none", "mirrored"), help="mirrored: data-parallel over all local GPUs (default: none)")
+    parser.add_argument("--teacher", type=_existing_file, metavar="PATH",
+                        help="distil from this model: any file that keeps the contract (.keras, .tflite, .onnx); its outputs are "
+                        f"cached in --out as {CACHE_FILE}")
+    parser.add_argument("--distill-alpha", type=_unit_interval, metavar="A",
+                        help=f"with --teacher: weight of the label loss; 1 - A goes to the teacher's (default: {DISTILL_ALPHA})")
+    parser.add_argument("--distill-temperature", type=positive_float, metavar="T",
+                        help=f"with --teacher: softmax temperature of teacher and student in the soft loss (default: {DISTILL_TEMPERATURE:g})")
+    parser.add_argument("--distill-shift-step", type=non_negative_int, metavar="PX",
+                        help="with --teacher: teacher outputs are cached for every flip at shifts that are multiples of PX "
+                        f"(0: unshifted only); each image takes its nearest cached view (default: {DISTILL_SHIFT_STEP})")
     parser.add_argument("--bad-images", choices=BAD_IMAGE_POLICIES, default="error", help="unreadable images: stop with an error, or skip them (default: error)")
     parser.add_argument("--dry-run", action="store_true", help="load and check the data, build the model, print both summaries, train nothing")
     parser.add_argument("--list-models", action="store_true", help="list the registry and exit")

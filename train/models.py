@@ -264,36 +264,60 @@ def deep15():
 # --- the edge model ------------------------------------------------------------------
 
 
-@register(
-    "resnet8",
-    "MLPerf Tiny image-classification reference: ResNet v1, 16/32/64 filters, ~78K params, ~12.5M MACs",
-    Recipe(
-        epochs=40, batch_size=128, learning_rate=0.1, nesterov=True, weight_decay=0.0,
-        schedule="cosine", warmup_epochs=2, label_smoothing=0.1, flip=True, shift_pixels=4,
-    ),
+_RESNET8_RECIPE = Recipe(
+    epochs=40, batch_size=128, learning_rate=0.1, nesterov=True, weight_decay=0.0,
+    schedule="cosine", warmup_epochs=2, label_smoothing=0.1, flip=True, shift_pixels=4,
 )
-def resnet8():
+
+
+def resnet(name: str, widths: tuple[int, int, int] = (16, 32, 64), separable: bool = False):
+    """MLPerf Tiny's ResNet-8 (ResNet v1, a stem and three residual stages of `widths`).
+
+    `separable` makes the residual blocks' 3x3 convs depthwise-separable (a 3x3 depthwise
+    conv, BN, then a 1x1 conv), at about 1/8 of their MACs.
+    """
     import keras
 
     layers = _layers()
     # As in the MLPerf Tiny reference: he_normal kernels with L2 1e-4, BN after every conv.
     # Only the BN momentum differs (0.9, not 0.99); inference is the same graph.
-    conv_options = dict(padding="same", kernel_initializer="he_normal", kernel_regularizer=keras.regularizers.L2(1e-4))
+    regularizer = keras.regularizers.L2(1e-4)
+    conv_options = dict(padding="same", kernel_initializer="he_normal", kernel_regularizer=regularizer)
+
+    def conv3x3(x, width, stride=1):
+        if not separable:
+            return layers.Conv2D(width, 3, strides=stride, **conv_options)(x)
+        x = layers.DepthwiseConv2D(3, strides=stride, padding="same", depthwise_initializer="he_normal",
+                                   depthwise_regularizer=regularizer)(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+        return layers.Conv2D(width, 1, **conv_options)(x)
+
     inputs = _contract_input()
     x = _scale_to_unit(layers, inputs)
-    x = layers.Conv2D(16, 3, **conv_options)(x)
+    x = layers.Conv2D(widths[0], 3, **conv_options)(x)
     x = layers.ReLU()(layers.BatchNormalization(momentum=BN_MOMENTUM)(x))
-    for width, stride in ((16, 1), (32, 2), (64, 2)):
-        y = layers.Conv2D(width, 3, strides=stride, **conv_options)(x)
+    for width, stride in zip(widths, (1, 2, 2), strict=True):
+        y = conv3x3(x, width, stride)
         y = layers.ReLU()(layers.BatchNormalization(momentum=BN_MOMENTUM)(y))
-        y = layers.Conv2D(width, 3, **conv_options)(y)
+        y = conv3x3(y, width)
         y = layers.BatchNormalization(momentum=BN_MOMENTUM)(y)
         if stride != 1:
             x = layers.Conv2D(width, 1, strides=stride, **conv_options)(x)  # projection shortcut
         x = layers.ReLU()(layers.Add()([x, y]))
     x = layers.AveragePooling2D(pool_size=8)(x)
     x = layers.Flatten()(x)
-    return _model(inputs, _probabilities(layers, x), "resnet8")
+    return _model(inputs, _probabilities(layers, x), name)
+
+
+def _register_resnet(name: str, description: str, **options) -> None:
+    register(name, description, _RESNET8_RECIPE)(lambda: resnet(name, **options))
+
+
+_register_resnet("resnet8", "MLPerf Tiny image-classification reference: ResNet v1, 16/32/64 filters, ~78K params, ~12.5M MACs")
+# Candidates for the edge model of the same cost (issue 14; BENCHMARKS.md compares them).
+_register_resnet("resnet8-w20", "ResNet-8 at 20/40/80 filters: ~1.55x the params and MACs of resnet8", widths=(20, 40, 80))
+_register_resnet("resnet8-sep40", "ResNet-8 at 40/80/160 filters with depthwise-separable residual convs: ~resnet8's params",
+                 widths=(40, 80, 160), separable=True)
 
 
 # --- the time-to-accuracy model ------------------------------------------------------

@@ -7,7 +7,9 @@ backends.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -15,24 +17,96 @@ import numpy as np
 from cifar_edge.runtime.labels import NUM_CLASSES
 
 
-def augment(images: np.ndarray, rng: np.random.Generator, flip: bool, shift_pixels: int) -> np.ndarray:
-    """Randomly translate (reflect-padded) and horizontally flip a batch of NHWC images."""
+@dataclass(frozen=True)
+class Augmentation:
+    """Each image's translation and mirroring in one batch."""
+
+    dy: np.ndarray
+    """Rows each image's content moves down (negative: up), as ints."""
+    dx: np.ndarray
+    """Columns each image's content moves right (negative: left), as ints."""
+    mirrored: np.ndarray
+    """Whether each image is mirrored left to right (after the shift)."""
+
+
+def draw_augmentation(rng: np.random.Generator, count: int, flip: bool, shift_pixels: int) -> Augmentation:
+    """Random translations of up to `shift_pixels` each way and, with `flip`, random mirroring."""
+    if shift_pixels:
+        # The crop's top-left corner in the padded image; content moves by pad - corner.
+        dy = shift_pixels - rng.integers(0, 2 * shift_pixels + 1, count)
+        dx = shift_pixels - rng.integers(0, 2 * shift_pixels + 1, count)
+    else:
+        dy = dx = np.zeros(count, np.int64)
+    mirrored = rng.random(count) < 0.5 if flip else np.zeros(count, bool)
+    return Augmentation(dy, dx, mirrored)
+
+
+def apply_augmentation(images: np.ndarray, augmentation: Augmentation, pad: int) -> np.ndarray:
+    """The batch of NHWC images translated (reflect-padded by `pad` >= every shift) and mirrored."""
     count, height, width = images.shape[:3]
     out = images
-    if shift_pixels:
-        pad = shift_pixels
+    if pad:
         padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-        top = rng.integers(0, 2 * pad + 1, count)
-        left = rng.integers(0, 2 * pad + 1, count)
-        rows = top[:, None] + np.arange(height)
-        cols = left[:, None] + np.arange(width)
+        rows = (pad - augmentation.dy)[:, None] + np.arange(height)
+        cols = (pad - augmentation.dx)[:, None] + np.arange(width)
         # One gather crops every image at its own offset.
         out = padded[np.arange(count)[:, None, None], rows[:, :, None], cols[:, None, :]]
-    if flip:
-        mirrored = rng.random(count) < 0.5
+    mirrored = augmentation.mirrored
+    if mirrored.any():
         out = out.copy() if out is images else out
         out[mirrored] = out[mirrored, :, ::-1]
     return out
+
+
+def augment(images: np.ndarray, rng: np.random.Generator, flip: bool, shift_pixels: int) -> np.ndarray:
+    """Randomly translate (reflect-padded) and horizontally flip a batch of NHWC images."""
+    return apply_augmentation(images, draw_augmentation(rng, len(images), flip, shift_pixels), shift_pixels)
+
+
+@dataclass(frozen=True)
+class ViewGrid:
+    """A grid of fixed augmentation views: every shift pair on `shifts`, each way of `flips`.
+
+    A teacher's outputs are cached for these views; a randomly augmented image takes the
+    output of its nearest view (the same one when its shift lies on the grid).
+    """
+
+    shifts: tuple[int, ...]
+    """Shifts, in pixels, on both axes (e.g. -4, 0, 4)."""
+    flips: tuple[bool, ...]
+    """(False,), or (False, True) when training mirrors images."""
+
+    @classmethod
+    def for_recipe(cls, shift_pixels: int, step: int, flip: bool) -> ViewGrid:
+        """Shifts that are multiples of `step` within +-`shift_pixels` (only 0 when `step` is 0)."""
+        shifts = tuple(range(-(shift_pixels // step) * step, shift_pixels + 1, step)) if step and shift_pixels else (0,)
+        return cls(shifts, (False, True) if flip else (False,))
+
+    def views(self) -> list[tuple[int, int, bool]]:
+        """(dy, dx, mirrored) of every view, in cache order."""
+        return [(dy, dx, mirrored) for dy in self.shifts for dx in self.shifts for mirrored in self.flips]
+
+    def __len__(self) -> int:
+        return len(self.shifts) ** 2 * len(self.flips)
+
+    @property
+    def pad(self) -> int:
+        return max(abs(shift) for shift in self.shifts)
+
+    def batch(self, images: np.ndarray, view: tuple[int, int, bool]) -> np.ndarray:
+        """`images` seen through one view."""
+        count = len(images)
+        dy, dx, mirrored = view
+        augmentation = Augmentation(np.full(count, dy), np.full(count, dx), np.full(count, mirrored))
+        return apply_augmentation(images, augmentation, self.pad)
+
+    def index(self, augmentation: Augmentation) -> np.ndarray:
+        """Each image's nearest view (ties go to the more negative shift)."""
+        shifts = np.asarray(self.shifts)
+        row = np.abs(augmentation.dy[:, None] - shifts).argmin(axis=1)
+        col = np.abs(augmentation.dx[:, None] - shifts).argmin(axis=1)
+        flip = augmentation.mirrored.astype(np.int64) if len(self.flips) == 2 else 0
+        return (row * len(shifts) + col) * len(self.flips) + flip
 
 
 def one_hot(labels: np.ndarray) -> np.ndarray:
@@ -40,18 +114,26 @@ def one_hot(labels: np.ndarray) -> np.ndarray:
 
 
 class TrainingBatches(keras.utils.PyDataset):
-    """Shuffled, augmented batches of (uint8 images, one-hot labels).
+    """Shuffled, augmented batches of (uint8 images, targets).
+
+    Targets are one-hot labels, followed, when `teacher` is given, by the teacher's
+    log-probabilities for each image's nearest cached view (`teacher`: an array
+    (images, views, classes) over the views of `grid`).
 
     The order and the augmentation of batch `i` in epoch `e` depend only on
     (seed, e, i), so a resumed run sees exactly the batches an uninterrupted one would.
     """
 
     def __init__(self, images, labels, batch_size: int, *, flip: bool, shift_pixels: int, seed: int, first_epoch: int = 0,
-                 alternating_flip: bool = False, drop_last: bool = False):
+                 alternating_flip: bool = False, drop_last: bool = False, teacher: np.ndarray | None = None,
+                 grid: ViewGrid | None = None):
         super().__init__(workers=1, use_multiprocessing=False)
         self.images, self.labels = images, labels
         self.batch_size, self.flip, self.shift_pixels, self.seed = batch_size, flip, shift_pixels, seed
         self.drop_last = drop_last and len(labels) >= batch_size
+        if (teacher is None) != (grid is None) or (teacher is not None and teacher.shape[:2] != (len(labels), len(grid))):
+            raise ValueError("teacher outputs need their view grid, one row per image and one column per view")
+        self.teacher, self.grid = teacher, grid
         # Alternating flip (airbench): one random flip per image for the first epoch, the
         # opposite in every odd epoch. It replaces the per-batch random flip.
         self.base_flips = np.random.default_rng((seed, 1 << 20)).random(len(labels)) < 0.5 if flip and alternating_flip else None
@@ -72,12 +154,14 @@ class TrainingBatches(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         chosen = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         rng = np.random.default_rng((self.seed, self.epoch, index))
-        images = augment(self.images[chosen], rng, self.flip and self.base_flips is None, self.shift_pixels)
+        augmentation = draw_augmentation(rng, len(chosen), self.flip and self.base_flips is None, self.shift_pixels)
         if self.base_flips is not None:
-            mirrored = self.flips(chosen)
-            # `images` is a fresh array (fancy indexing copies), so mirror it in place.
-            images[mirrored] = images[mirrored, :, ::-1]
-        return images, one_hot(self.labels[chosen])
+            augmentation = dataclasses.replace(augmentation, mirrored=self.flips(chosen))
+        images = apply_augmentation(self.images[chosen], augmentation, self.shift_pixels)
+        targets = one_hot(self.labels[chosen])
+        if self.teacher is not None:
+            targets = np.concatenate([targets, self.teacher[chosen, self.grid.index(augmentation)]], axis=1)
+        return images, targets
 
     def on_epoch_end(self) -> None:
         self.epoch += 1

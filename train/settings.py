@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,17 @@ from cifar_edge.train.models import Recipe, get_spec
 PRECISIONS = ("auto", "on", "off", "bfloat16")
 DISTRIBUTIONS = ("none", "mirrored")
 CHECKPOINT_DIR = "checkpoint"
+# A distilling run's cached teacher outputs, in its run directory (cifar_edge.train.distill).
+CACHE_FILE = "teacher_cache.npz"
+
+# Distillation defaults, used when --teacher is given. alpha = 0.1 on the labels and T = 4
+# are Hinton et al.'s and the common CIFAR choice (the CRD benchmark's); BENCHMARKS.md has
+# our ablation. The shift step picks the cached teacher views: every flip at shifts that are
+# multiples of the step (step 4 with 4-pixel shifts: -4, 0, 4 on each axis, 18 views).
+DISTILL_ALPHA = 0.1
+DISTILL_TEMPERATURE = 4.0
+DISTILL_SHIFT_STEP = 4
+DISTILL_FIELDS = ("distill_alpha", "distill_temperature", "distill_shift_step")
 
 
 class TrainError(CifarEdgeError):
@@ -39,6 +51,10 @@ class TrainSettings:
     seed: int = 0
     mixed_precision: str = "auto"
     distribute: str = "none"
+    teacher: str | None = None
+    distill_alpha: float | None = None
+    distill_temperature: float | None = None
+    distill_shift_step: int | None = None
 
     def __post_init__(self):
         get_spec(self.model)
@@ -50,12 +66,26 @@ class TrainSettings:
             raise TrainError(f"tta must be one of {', '.join(TTA_MODES)}, not {self.tta!r}")
         if self.weight_decay < 0:
             raise TrainError(f"weight_decay must be 0 or more, not {self.weight_decay}")
+        given = [name for name in DISTILL_FIELDS if getattr(self, name) is not None]
+        if self.teacher is None and given:
+            raise TrainError(f"--{given[0].replace('_', '-')} needs --teacher")
+        if self.teacher is not None:
+            if None in (self.distill_alpha, self.distill_temperature, self.distill_shift_step):
+                raise TrainError("a teacher needs distill_alpha, distill_temperature and distill_shift_step (TrainSettings.for_model fills them)")
+            if not 0 <= self.distill_alpha <= 1:
+                raise TrainError(f"distill_alpha must be between 0 and 1, not {self.distill_alpha}")
+            if self.distill_temperature <= 0:
+                raise TrainError(f"distill_temperature must be above 0, not {self.distill_temperature}")
+            if self.distill_shift_step < 0:
+                raise TrainError(f"distill_shift_step must be 0 or more, not {self.distill_shift_step}")
 
     @classmethod
     def for_model(cls, model: str, **overrides) -> TrainSettings:
         """Settings for `model`, taking the recipe's value for every override left None."""
         recipe = get_spec(model).recipe
         defaults = {name: getattr(recipe, name) for name in RECIPE_OVERRIDES}
+        if overrides.get("teacher") is not None:
+            defaults.update(distill_alpha=DISTILL_ALPHA, distill_temperature=DISTILL_TEMPERATURE, distill_shift_step=DISTILL_SHIFT_STEP)
         values = {**defaults, **{key: value for key, value in overrides.items() if value is not None}}
         return cls(model=model, **values)
 
@@ -69,7 +99,8 @@ class TrainSettings:
         for name in RUN_FLAGS:
             value = getattr(self, name)
             if value is not None:
-                parts.append(f"--{name.replace('_', '-')} {repr(value) if isinstance(value, float) else value}")
+                text = repr(value) if isinstance(value, float) else shlex.quote(value) if isinstance(value, str) else value
+                parts.append(f"--{name.replace('_', '-')} {text}")
         if data_source:
             parts.append(f"--data {data_source}")
         if skip_bad_images:

@@ -35,9 +35,10 @@ import numpy as np
 from cifar_edge.runtime import tta
 from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
+from cifar_edge.train.distill import DistillationLoss, TeacherCache, label_accuracy, packed_targets, prepare_teacher
 from cifar_edge.train.models import Recipe, create_model, get_spec
 from cifar_edge.train.optim import GroupSGD, LinearWarmupDecay, Lookahead
-from cifar_edge.train.pipeline import TrainingBatches, one_hot
+from cifar_edge.train.pipeline import TrainingBatches, ViewGrid, one_hot
 from cifar_edge.train.report import confusion_matrix, history_csv, plot_confusion_matrix, plot_learning_curves
 from cifar_edge.train.settings import (
     CHECKPOINT_DIR,
@@ -71,10 +72,16 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     train_split = _limit(dataset.train, settings.limit_train, settings.seed)
     test_split = _limit(dataset.test, settings.limit_test, settings.seed)
     device = describe_device()
+    recipe = settings.recipe()
     policy = _precision_policy(settings.mixed_precision, device)
     keras.utils.set_random_seed(settings.seed)
+    teacher, teacher_info = None, None
+    if settings.teacher:
+        grid = ViewGrid.for_recipe(recipe.shift_pixels, settings.distill_shift_step, recipe.flip)
+        teacher, teacher_info = prepare_teacher(out, settings.teacher, grid, train_split, test_split, resume=state is not None)
     with _global_policy(policy):
-        model, history, earlier_seconds = _fit(settings, train_split, test_split, out, state, started, verbose, dataset.source)
+        model, history, earlier_seconds = _fit(settings, recipe, train_split, test_split, out, state, started, verbose,
+                                               dataset.source, teacher)
     # The delivered model is rebuilt uncompiled (clone_model would keep the compile
     # config), so it carries no optimizer and loads with plain Keras anywhere. It is built
     # outside the mixed policy: the weights are float32 under every policy, and a float32
@@ -102,8 +109,9 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     config = {
         "model": settings.model,
         "settings": dataclasses.asdict(settings),
-        "recipe": dataclasses.asdict(settings.recipe()),
+        "recipe": dataclasses.asdict(recipe),
         "data": {"source": dataset.source, "train_images": len(train_split), "test_images": len(test_split)},
+        "teacher": teacher_info,
         "versions": _versions(),
         "command": settings.command(dataset.source, skip_bad_images=bool(dataset.skipped)),
     }
@@ -113,17 +121,19 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     return TrainResult(out, files, metrics, history)
 
 
-def _fit(settings: TrainSettings, train_split: Split, test_split: Split, out: Path, state: dict | None, started: float,
-         verbose, data_source: str):
+def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split: Split, out: Path, state: dict | None,
+         started: float, verbose, data_source: str, teacher: TeacherCache | None):
     """Build (or restore) and fit the model; return it, the epoch history and earlier seconds."""
-    recipe = settings.recipe()
     spec = get_spec(settings.model)
     checkpoint = out / CHECKPOINT_DIR
     batches = TrainingBatches(
         train_split.images, train_split.labels, settings.batch_size, flip=recipe.flip, shift_pixels=recipe.shift_pixels,
         seed=settings.seed, first_epoch=state["epoch"] if state else 0, alternating_flip=recipe.alternating_flip,
-        drop_last=recipe.drop_last,
+        drop_last=recipe.drop_last, teacher=teacher.train if teacher else None, grid=teacher.grid if teacher else None,
     )
+    test_targets = one_hot(test_split.labels)
+    if teacher:
+        test_targets = packed_targets(test_targets, teacher.test)
     total_steps = settings.epochs * len(batches)
     lookahead = Lookahead(recipe.lookahead_every, recipe.lookahead_decay, total_steps) if recipe.lookahead_every else None
     with _distribution_scope(settings.distribute):
@@ -141,7 +151,7 @@ def _fit(settings: TrainSettings, train_split: Split, test_split: Split, out: Pa
             model = create_model(settings.model)
             if spec.prepare:
                 spec.prepare(model, train_split.images)
-            _compile(model, recipe, steps_per_epoch=len(batches), frozen=spec.frozen)
+            _compile(model, recipe, steps_per_epoch=len(batches), frozen=spec.frozen, distill=settings if teacher else None)
             first_epoch, history, earlier_seconds = 0, [], 0.0
         recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds, data_source, extras=[lookahead] if lookahead else [])
         # Lookahead first: the recorder's checkpoint and test figures see the weights it sets.
@@ -154,7 +164,7 @@ def _fit(settings: TrainSettings, train_split: Split, test_split: Split, out: Pa
         if first_epoch < settings.epochs:
             model.fit(
                 batches,
-                validation_data=(test_split.images, one_hot(test_split.labels)),
+                validation_data=(test_split.images, test_targets),
                 validation_batch_size=max(256, settings.batch_size),
                 epochs=settings.epochs,
                 initial_epoch=first_epoch,
@@ -258,7 +268,7 @@ def _limit(split: Split, limit: int | None, seed: int) -> Split:
     return split.balanced_subset(limit, seed) if limit else split
 
 
-def _compile(model, recipe: Recipe, steps_per_epoch: int, frozen: tuple[str, ...] = ()) -> None:
+def _compile(model, recipe: Recipe, steps_per_epoch: int, frozen: tuple[str, ...] = (), distill: TrainSettings | None = None) -> None:
     total_steps = recipe.epochs * steps_per_epoch
     if recipe.schedule == "linear":
         learning_rate = LinearWarmupDecay(recipe.learning_rate, total_steps, int(total_steps * recipe.warmup_fraction),
@@ -291,11 +301,14 @@ def _compile(model, recipe: Recipe, steps_per_epoch: int, frozen: tuple[str, ...
             learning_rate, momentum=recipe.momentum, nesterov=recipe.nesterov, weight_decay=recipe.weight_decay or None,
             use_ema=recipe.weight_averaging, ema_momentum=EMA_MOMENTUM,
         )
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-    )
+    if distill:
+        # Targets are packed (labels, teacher log-probabilities): see cifar_edge.train.distill.
+        loss = DistillationLoss(distill.distill_alpha, distill.distill_temperature, recipe.label_smoothing)
+        accuracy = keras.metrics.MeanMetricWrapper(label_accuracy, name="accuracy")
+    else:
+        loss = keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
+    model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
 
 
 def _precision_policy(mixed_precision: str, device: dict) -> str:
