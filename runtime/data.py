@@ -80,6 +80,12 @@ class Split:
         chosen = balanced_indices(self.labels, count, seed)
         return Split(self.images[chosen], self.labels[chosen])
 
+    def balanced_split(self, count: int, seed: int = 0) -> tuple[Split, Split]:
+        """(the rest, `count` class-balanced images held out): disjoint, together the whole split."""
+        held = balanced_indices(self.labels, count, seed)
+        rest = np.setdiff1d(np.arange(len(self)), held)
+        return Split(self.images[rest], self.labels[rest]), Split(self.images[held], self.labels[held])
+
 
 def balanced_indices(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
     """Sorted indices of `count` items, dealt from the classes in turn in a seeded order."""

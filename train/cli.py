@@ -69,6 +69,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--tta", choices=tuple(TTA_MODES),
                         help="test-time augmentation for the reported test_accuracy_tta: none, flip, or 6 views (default: the model's recipe)")
     parser.add_argument("--limit-train", type=positive_int, help="train on this many images, class-balanced")
+    parser.add_argument("--holdout", type=positive_int, metavar="N",
+                        help="leave N class-balanced training images out of training (the same N for every run), for "
+                        "calibration at export; metrics.json reports the model's accuracy on them")
     parser.add_argument("--limit-test", type=positive_int, help="evaluate on this many test images, class-balanced")
     parser.add_argument("--seed", type=non_negative_int, help="random seed (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --out from its last checkpoint")

@@ -26,6 +26,10 @@ CACHE_FILE = "teacher_cache.npz"
 # are Hinton et al.'s and the common CIFAR choice (the CRD benchmark's); BENCHMARKS.md has
 # our ablation. The shift step picks the cached teacher views: every flip at shifts that are
 # multiples of the step (step 4 with 4-pixel shifts: -4, 0, 4 on each axis, 18 views).
+# --holdout N leaves the same N training images out of every run (this seed), so that
+# calibration at export (issue 15) and runs with different seeds see one held-out set.
+HOLDOUT_SEED = 0
+
 DISTILL_ALPHA = 0.1
 DISTILL_TEMPERATURE = 4.0
 DISTILL_SHIFT_STEP = 4
@@ -51,6 +55,7 @@ class TrainSettings:
     seed: int = 0
     mixed_precision: str = "auto"
     distribute: str = "none"
+    holdout: int | None = None
     teacher: str | None = None
     distill_alpha: float | None = None
     distill_temperature: float | None = None
@@ -66,6 +71,8 @@ class TrainSettings:
             raise TrainError(f"tta must be one of {', '.join(TTA_MODES)}, not {self.tta!r}")
         if self.weight_decay < 0:
             raise TrainError(f"weight_decay must be 0 or more, not {self.weight_decay}")
+        if self.holdout is not None and self.holdout < 10:
+            raise TrainError(f"holdout must be at least 10 images (one per class), not {self.holdout}")
         given = [name for name in DISTILL_FIELDS if getattr(self, name) is not None]
         if self.teacher is None and given:
             raise TrainError(f"--{given[0].replace('_', '-')} needs --teacher")

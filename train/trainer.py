@@ -35,13 +35,14 @@ import numpy as np
 from cifar_edge.runtime import tta
 from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
-from cifar_edge.train.distill import DistillationLoss, TeacherCache, label_accuracy, packed_targets, prepare_teacher
+from cifar_edge.train.distill import DistillationLoss, TeacherCache, fingerprint, label_accuracy, packed_targets, prepare_teacher
 from cifar_edge.train.models import Recipe, create_model, get_spec
 from cifar_edge.train.optim import GroupSGD, LinearWarmupDecay, Lookahead
 from cifar_edge.train.pipeline import TrainingBatches, ViewGrid, one_hot
 from cifar_edge.train.report import confusion_matrix, history_csv, plot_confusion_matrix, plot_learning_curves
 from cifar_edge.train.settings import (
     CHECKPOINT_DIR,
+    HOLDOUT_SEED,
     TrainError,
     TrainSettings,
     check_run_dir,
@@ -69,7 +70,10 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     out = writable_dir(out_dir)
     state = check_run_dir(out, resume)
 
-    train_split = _limit(dataset.train, settings.limit_train, settings.seed)
+    if settings.holdout and settings.holdout >= len(dataset.train):
+        raise TrainError(f"--holdout {settings.holdout}: the data has only {len(dataset.train)} training images")
+    train_split, holdout = dataset.train.balanced_split(settings.holdout, HOLDOUT_SEED) if settings.holdout else (dataset.train, None)
+    train_split = _limit(train_split, settings.limit_train, settings.seed)
     test_split = _limit(dataset.test, settings.limit_test, settings.seed)
     device = describe_device()
     recipe = settings.recipe()
@@ -95,6 +99,9 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
 
     probabilities = predict(test_split.images)
     metrics = _metrics(settings, dataset, train_split, test_split, probabilities, history, final.count_params())
+    if holdout is not None:
+        metrics["holdout_accuracy"] = float(np.mean(np.argmax(predict(holdout.images), axis=1) == holdout.labels))
+        metrics["holdout_images"] = len(holdout)
     if settings.tta != "none":
         # Reported beside, not instead of, test_accuracy: model.keras itself sees one view;
         # `cifar-export --tta` builds the same views into the exported files.
@@ -110,7 +117,10 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
         "model": settings.model,
         "settings": dataclasses.asdict(settings),
         "recipe": dataclasses.asdict(recipe),
-        "data": {"source": dataset.source, "train_images": len(train_split), "test_images": len(test_split)},
+        "data": {
+            "source": dataset.source, "train_images": len(train_split), "test_images": len(test_split),
+            "holdout": {"images": len(holdout), "seed": HOLDOUT_SEED, "sha256": fingerprint(holdout)} if holdout else None,
+        },
         "teacher": teacher_info,
         "versions": _versions(),
         "command": settings.command(dataset.source, skip_bad_images=bool(dataset.skipped)),
