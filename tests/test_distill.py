@@ -181,3 +181,23 @@ def test_a_teacher_that_breaks_the_contract_is_refused(small_dataset, tmp_path):
         distill._checked(Logits().predict(split.images), "logits.onnx")
     with pytest.raises(TrainError, match="shape"):
         distill._checked(np.ones((4, 3)) / 3, "three.onnx")
+
+
+def test_candidates_tabulate_size_and_latency_of_edge_models(image_tree, capsys):
+    pytest.importorskip("tensorflow")
+    from cifar_edge.train import candidates
+
+    assert candidates.main(["--models", "resnet8", "resnet8-w20", "--data", str(image_tree), "--rounds", "1", "--seconds", "0.2"]) == 0
+    rows = [line.split("|") for line in capsys.readouterr().out.splitlines() if line.startswith("| `")]
+    assert [row[1].strip() for row in rows] == ["`resnet8`", "`resnet8-w20`"]
+    assert rows[0][2].strip() == "78,666" and float(rows[0][5]) == 1.0
+    sizes = [float(row[3]) for row in rows]
+    assert sizes[0] < sizes[1] < 150  # KB: the wider model is bigger, both within the edge budget
+
+
+def test_registry_resnet_variants_share_one_builder():
+    from cifar_edge.train.models import create_model
+
+    counts = {name: create_model(name).count_params() for name in ("resnet8", "resnet8-w20", "resnet8-sep40")}
+    assert counts == {"resnet8": 78_666, "resnet8-w20": 122_170, "resnet8-sep40": 79_290}
+    assert create_model("resnet8-w20").name == "resnet8-w20"
