@@ -47,12 +47,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cifar_edge.export.exporter import ExportOptions, export_model, load_keras_model
+    from cifar_edge.export.exporter import ExportOptions, export_model, find_holdout, load_keras_model
 
     formats = select_formats(int8=args.int8, fp16=args.fp16, dynamic=args.dynamic, every=args.all)
     check_writable_dir(args.out)
     model = load_keras_model(args.model)  # a bad model file fails before the data loads
     dataset = load_cifar10(resolve_source(args.data))
+    holdout = find_holdout(args.model, dataset)
+    if holdout is None:
+        print(f"{PROG}: notice: no held-out training images recorded beside {args.model} (train with --holdout N): "
+              "the files carry no calibration", file=sys.stderr)
     options = ExportOptions(
         calibration_images=args.calibration_images, calibration_method=args.calibration_method,
         validate_images=args.validate_images, max_accuracy_drop=args.max_accuracy_drop, tta=args.tta,
@@ -64,7 +68,8 @@ def _run(args) -> int:
             bar.set_postfix_str(f"{result.format}: {result.status}")
             bar.update(1)
 
-        manifest = export_model(args.model, args.out, formats, dataset, options, on_format_done=finished, model=model)
+        manifest = export_model(args.model, args.out, formats, dataset, options, on_format_done=finished, model=model,
+                                holdout=holdout)
     print(summary_table(manifest))
     print(f"manifest: {os.path.join(args.out, 'manifest.json')}")
     failed = [f["format"] for f in manifest["files"] if f["status"] != "passed"]
@@ -78,8 +83,10 @@ def summary_table(manifest: dict) -> str:
     keras_accuracy = manifest["keras_accuracy"]
     lines = [
         f"{manifest['model']}: Keras accuracy {keras_accuracy:.2%} on {manifest['validation_images']} test images"
-        + (f", TTA {manifest['tta']} ({manifest['tta_views']} views in every file)" if manifest.get("tta", "none") != "none" else ""),
-        f"{'format':<15} {'status':<18} {'size KB':>9} {'accuracy':>9} {'Δ pp':>6} {'agree':>7} {'max |Δp|':>9} {'export s':>9}",
+        + (f", TTA {manifest['tta']} ({manifest['tta_views']} views in every file)" if manifest.get("tta", "none") != "none" else "")
+        + (f"; calibrated on {manifest['holdout_images']} held-out training images" if manifest.get("holdout_images") else ""),
+        f"{'format':<15} {'status':<18} {'size KB':>9} {'accuracy':>9} {'Δ pp':>6} {'agree':>7} {'max |Δp|':>9} {'export s':>9}"
+        f" {'ECE':>6} {'ECE cal':>7} {'T':>5} {'min score':>9}",
     ]
     for row in manifest["files"]:
         if row["status"] == "export failed":
@@ -89,8 +96,18 @@ def summary_table(manifest: dict) -> str:
         lines.append(
             f"{row['format']:<15} {row['status']:<18} {row['size_bytes'] / 1024:>9.1f} {row['accuracy']:>9.2%} {drop:>+6.2f} "
             f"{row['agreement']:>7.2%} {row['max_probability_difference']:>9.4f} {row['export_seconds']:>9.2f}"
+            + _calibration_columns(row)
         )
     return "\n".join(lines)
+
+
+def _calibration_columns(row: dict) -> str:
+    def number(value, spec: str, width: int) -> str:
+        return f"{value:>{width}{spec}}" if value is not None else f"{'-':>{width}}"
+
+    calibration = row.get("calibration") or {}
+    return (f" {number(row.get('ece'), '.2%', 6)} {number(row.get('ece_calibrated'), '.2%', 7)}"
+            f" {number(calibration.get('temperature'), '.2f', 5)} {number(calibration.get('min_score'), '.3f', 9)}")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_edge.export.tta_graph import with_tta
+from cifar_edge.runtime.calibration import Calibration, expected_calibration_error
 from cifar_edge.runtime.data import Cifar10, Split, balanced_indices
 from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.errors import CifarEdgeError
@@ -66,6 +67,12 @@ class FormatResult:
     keras_accuracy: float | None = None
     agreement: float | None = None
     max_probability_difference: float | None = None
+    calibration: dict | None = None
+    """`cifar_edge.runtime.calibration.Calibration`, fitted on held-out training images; None without them."""
+    ece: float | None = None
+    """Expected calibration error (15 bins) of the file's own scores on the validation images."""
+    ece_calibrated: float | None = None
+    """The same after the calibration's temperature."""
     details: dict = field(default_factory=dict)
     error: str | None = None
 
@@ -105,6 +112,30 @@ def load_keras_model(path: str | os.PathLike):
     return model
 
 
+def find_holdout(model_path: str | os.PathLike, dataset: Cifar10) -> Split | None:
+    """The training images a `cifar-train --holdout` run left out, from the run's config.json
+    beside the model; None when there is none (or it records no holdout)."""
+    config_path = Path(model_path).parent / "config.json"
+    if not config_path.is_file():
+        return None
+    try:
+        recorded = (json.loads(config_path.read_text()).get("data") or {}).get("holdout")
+    except (OSError, json.JSONDecodeError, AttributeError) as error:
+        raise ExportError(f"{config_path}: unreadable run config ({error})") from None
+    if not recorded:
+        return None
+    try:
+        count, seed, digest = int(recorded["images"]), int(recorded["seed"]), str(recorded["sha256"])
+    except (KeyError, TypeError, ValueError):
+        raise ExportError(f"{config_path}: data.holdout needs images, seed and sha256") from None
+    if count >= len(dataset.train):
+        raise ExportError(f"{config_path}: a holdout of {count} images, but the data has {len(dataset.train)} training images")
+    held = dataset.train.balanced_split(count, seed)[1]
+    if held.fingerprint() != digest:
+        raise ExportError(f"{config_path}: the held-out images of this data differ from the run's (is --data the run's data?)")
+    return held
+
+
 def check_contract(model, path) -> None:
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ExportError(f"{path}: the model must have one input and one output")
@@ -123,10 +154,13 @@ def export_model(
     options: ExportOptions = ExportOptions(),
     on_format_done: Callable[[FormatResult], None] | None = None,
     model=None,
+    holdout: Split | None = None,
 ) -> dict:
     """Export and validate; write `out_dir/manifest.json`; return the manifest.
 
     `model` is the already loaded and checked `model_path`, when the caller has it.
+    `holdout`: training images the model never trained on (`find_holdout`); each file's
+    calibration is fitted on them. Without them the files carry no calibration.
     """
     model = model if model is not None else load_keras_model(model_path)
     views(options.tta)  # an unknown mode fails before any work
@@ -147,7 +181,7 @@ def export_model(
         work = _Workspace(model, Path(scratch), options.tta)
         for export_format in formats:
             result = _export_one(work, export_format, out / export_format.filename(name), calibration, selection,
-                                 validation, keras_probabilities, options)
+                                 validation, keras_probabilities, options, holdout)
             results.append(result)
             if on_format_done:
                 on_format_done(result)
@@ -160,6 +194,7 @@ def export_model(
         "validation_images": len(validation) if validation else 0,
         "keras_accuracy": _accuracy(keras_probabilities, validation.labels) if validation else None,
         "calibration_images": len(calibration) if calibration is not None else 0,
+        "holdout_images": len(holdout) if holdout is not None else 0,
         "tta": options.tta,
         "tta_views": len(views(options.tta)),
         "max_accuracy_drop_pp": options.max_accuracy_drop,
@@ -225,14 +260,20 @@ class _Workspace:
         return self._cache["onnx"]
 
 
-def _export_one(work, export_format, target, calibration, selection, validation, keras_probabilities, options) -> FormatResult:
+def _export_one(work, export_format, target, calibration, selection, validation, keras_probabilities, options,
+                holdout: Split | None = None) -> FormatResult:
     result = FormatResult(export_format.name, precision=export_format.precision, engine=export_format.engine)
     started = time.perf_counter()
+    fitted = None
     try:
         with atomic_path(target) as temporary:
             result.details = _EXPORTERS[export_format.name](work, temporary, calibration, selection, options) or {}
+            if holdout is not None:
+                # Fitted on the file itself, as a device runs it: int8 and TTA change the scores.
+                fitted = Calibration.fit(open_engine(temporary).predict(holdout.images), holdout.labels)
+                result.calibration = fitted.as_dict()
             if export_format.suffix == ".onnx":
-                _add_onnx_metadata(temporary)
+                _add_onnx_metadata(temporary, fitted)
     except Exception as error:  # any converter failure is this format's failure, not the run's
         result.error = f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
         log.warning("%s: export failed (%s)", export_format.name, result.error)
@@ -254,6 +295,9 @@ def _export_one(work, export_format, target, calibration, selection, validation,
         result.keras_accuracy = _accuracy(keras_probabilities, validation.labels)
         result.agreement = float(np.mean(probabilities.argmax(1) == keras_probabilities.argmax(1)))
         result.max_probability_difference = float(np.abs(probabilities - keras_probabilities).max())
+        result.ece = expected_calibration_error(probabilities, validation.labels)
+        if fitted is not None:
+            result.ece_calibrated = expected_calibration_error(fitted.apply(probabilities), validation.labels)
         if (result.keras_accuracy - result.accuracy) * 100 > options.max_accuracy_drop:
             result.status = "validation failed"
     return result
@@ -498,11 +542,13 @@ def _quantize_onnx(source: Path, target: Path, calibration: Split, method) -> No
         )
 
 
-def _add_onnx_metadata(path: Path) -> None:
+def _add_onnx_metadata(path: Path, calibration: Calibration | None = None) -> None:
     import onnx
 
     model = onnx.load(str(path))
     entries = {"class_names": json.dumps(list(CLASS_NAMES)), "input": json.dumps(INPUT_CONTRACT), "output": json.dumps(OUTPUT_CONTRACT)}
+    if calibration is not None:
+        entries["calibration"] = json.dumps(calibration.as_dict())
     del model.metadata_props[:]
     for key, value in entries.items():
         model.metadata_props.add(key=key, value=value)

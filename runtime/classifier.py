@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar_edge.runtime.calibration import Calibration
 from cifar_edge.runtime.engines import DEVICES, ENGINES, Engine, EngineError, open_engine
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.formats import FORMATS, engine_for
@@ -25,6 +26,8 @@ from cifar_edge.runtime.preprocess import FITS, as_rgb_uint8, fit_square
 PACKAGED_DIR = Path(__file__).parent / "models"
 #: What `Classifier()` and `cifar-run` use with no model named: the best model trained so far.
 DEFAULT_MODEL = "edge"
+#: The answer's label when the calibrated top score is below the minimum.
+UNKNOWN = "unknown"
 
 
 class ImageError(CifarEdgeError):
@@ -33,10 +36,10 @@ class ImageError(CifarEdgeError):
 
 @dataclass(frozen=True)
 class Prediction:
-    """One class and its probability."""
+    """One class and its probability, or `unknown` (class_id None) with the best class's probability."""
 
     label: str
-    class_id: int
+    class_id: int | None
     score: float
 
 
@@ -52,6 +55,9 @@ class ClassifierOptions:
     """Engine threads; None lets the engine choose (usually one per core)."""
     fit: str = "crop"
     """How a non-square image becomes square: centred `crop`, black `pad`, or `stretch`."""
+    min_score: float | str = "auto"
+    """Calibrated top scores below this are answered `unknown`: `auto` takes the threshold in the
+    model's calibration (0 when it has none), a number from 0 to 1 sets it, 0 turns it off."""
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -62,6 +68,8 @@ class ClassifierOptions:
             raise CifarEdgeError(f"threads {self.threads}: must be at least 1")
         if self.fit not in FITS:
             raise CifarEdgeError(f"fit {self.fit!r}: choose one of {', '.join(FITS)}")
+        if self.min_score != "auto" and not (isinstance(self.min_score, (int, float)) and 0 <= self.min_score <= 1):
+            raise CifarEdgeError(f"min_score {self.min_score!r}: auto, or a number from 0 to 1")
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,8 @@ class ResolvedModel:
     """Its row in the format table when the manifest says (`tflite-int8`, ...)."""
     class_names: tuple[str, ...]
     packaged: bool
+    calibration: Calibration | None = None
+    """From the manifest row; None for files exported before calibration, or without held-out images."""
 
 
 def packaged_models() -> dict[str, Path]:
@@ -125,7 +135,17 @@ def _resolve_file(path: Path) -> ResolvedModel:
     if manifest is not None:
         row = next((r for r in manifest.get("files", []) if isinstance(r, dict) and r.get("file") == path.name), None)
     names = _checked_names(manifest["class_names"], str(path.parent / "manifest.json")) if row and "class_names" in manifest else None
-    return ResolvedModel(path, path.stem, row.get("format") if row else None, names or (), packaged=False)
+    return ResolvedModel(path, path.stem, row.get("format") if row else None, names or (), packaged=False,
+                         calibration=_checked_calibration(row, path.parent / "manifest.json"))
+
+
+def _checked_calibration(row: dict | None, where) -> Calibration | None:
+    if not row or row.get("calibration") is None:
+        return None
+    try:
+        return Calibration.from_dict(row["calibration"] if isinstance(row["calibration"], dict) else {})
+    except ValueError as error:
+        raise EngineError(f"{where}: {row.get('file')}: {error}") from None
 
 
 def _litert_installed() -> bool:
@@ -146,7 +166,8 @@ def _resolve_folder(name: str, folder: Path, engine: str, device: str, packaged:
         if candidates:
             row = min(candidates, key=lambda r: precision_rank.get(r.get("format"), len(precision_rank)))
             names = _checked_names(manifest.get("class_names"), str(folder / "manifest.json"))
-            return ResolvedModel(folder / row["file"], name, row.get("format"), names, packaged)
+            return ResolvedModel(folder / row["file"], name, row.get("format"), names, packaged,
+                                 _checked_calibration(row, folder / "manifest.json"))
     raise EngineError(f"{folder}: no model file for engine {' or '.join(order)} in its manifest")
 
 
@@ -164,11 +185,26 @@ class Classifier:
         device: str = "cpu",
         threads: int | None = None,
         fit: str = "crop",
+        min_score: float | str = "auto",
     ):
-        self.options = ClassifierOptions(engine=engine, device=device, threads=threads, fit=fit)
+        self.options = ClassifierOptions(engine=engine, device=device, threads=threads, fit=fit, min_score=min_score)
         self.model = resolve_model(model, engine, device)
         self.engine: Engine = open_engine(self.model.path, engine, threads, device)
         self.class_names = self.model.class_names or self._names_from_engine()
+        self.calibration: Calibration | None = self.model.calibration or self._calibration_from_engine()
+        if min_score == "auto":
+            min_score = self.calibration.min_score if self.calibration else 0.0
+        self.min_score = float(min_score)
+        """The threshold in use: `answer()` says `unknown` below it."""
+
+    def _calibration_from_engine(self) -> Calibration | None:
+        text = getattr(self.engine, "metadata", {}).get("calibration")
+        if text is None:
+            return None
+        try:
+            return Calibration.from_dict(json.loads(text))
+        except (json.JSONDecodeError, ValueError, AttributeError) as error:
+            raise EngineError(f"{self.model.path}: calibration metadata is unreadable ({error})") from None
 
     def _names_from_engine(self) -> tuple[str, ...]:
         metadata = getattr(self.engine, "metadata", {})
@@ -191,12 +227,19 @@ class Classifier:
         return self.engine.predict(batch)
 
     def postprocess(self, probabilities: np.ndarray, top_k: int = 1) -> list[Prediction]:
-        """The `top_k` most probable classes of one image, best first."""
+        """The `top_k` most probable classes of one image, best first, with calibrated scores."""
+        if self.calibration is not None:
+            probabilities = self.calibration.apply(probabilities)
         if top_k == 1:  # the per-frame case, kept to one argmax
             best = int(probabilities.argmax())
             return [Prediction(self.class_names[best], best, probabilities.item(best))]
         top_k = max(1, min(int(top_k), len(probabilities)))
         return [Prediction(self.class_names[i], int(i), probabilities.item(i)) for i in np.argsort(probabilities)[::-1][:top_k]]
+
+    def answer(self, predictions: list[Prediction]) -> Prediction:
+        """The best class, or `unknown` (with the best class's score) when it scores below `min_score`."""
+        best = predictions[0]
+        return best if best.score >= self.min_score else Prediction(UNKNOWN, None, best.score)
 
     def classify(self, image: np.ndarray, top_k: int = 1) -> list[Prediction]:
         batch = self.preprocess(image)[None]
@@ -225,4 +268,6 @@ class Classifier:
             "input": INPUT_CONTRACT,
             "output": OUTPUT_CONTRACT,
             "model_input_dtype": self.engine.input_dtype.name,
+            "calibration": self.calibration.as_dict() if self.calibration else None,
+            "min_score": self.min_score,
         }

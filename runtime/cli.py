@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from contextlib import ExitStack, contextmanager
@@ -48,8 +49,25 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu needs ONNX Runtime's CUDA/TensorRT providers or a Keras GPU backend")
     parser.add_argument("--threads", type=positive_int, help="engine threads (default: the engine's choice)")
     parser.add_argument("--fit", choices=FITS, default="crop", help="how non-square images become square (default: crop)")
+    parser.add_argument(
+        "--min-score", type=_min_score, default="auto", metavar="auto|P",
+        help="answer 'unknown' when the calibrated top score is below P; auto: the threshold in the model's "
+        "calibration, chosen so that accepted answers are 98%% right on held-out images; 0: always name a class (default: auto)",
+    )
     parser.add_argument("--info", action="store_true", help="describe the resolved model and exit (unless inputs are given too)")
     return parser
+
+
+def _min_score(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected auto or a number from 0 to 1, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,7 +93,12 @@ def _main(argv: list[str] | None) -> int:
     if args.show:
         _check_gui()
 
-    classifier = Classifier(args.model, engine=args.engine, device=args.device, threads=args.threads, fit=args.fit)
+    classifier = Classifier(args.model, engine=args.engine, device=args.device, threads=args.threads, fit=args.fit,
+                            min_score=args.min_score)
+    if classifier.calibration is None:
+        print(f"cifar-run: notice: {classifier.model.path.name} carries no calibration (exported before it, or from a model "
+              "trained without --holdout): its scores are raw" + (", and no answer is 'unknown'" if args.min_score == "auto" else ""),
+              file=sys.stderr)
     if args.info:
         _print_info(classifier.info(), args.json)
         if not kinds:
@@ -156,12 +179,12 @@ class _Output:
 
     def __init__(self, args, source: FrameSource, stats: RunStats, save):
         self.args, self.source, self.stats, self.save = args, source, stats, save
-        self.last_predictions = None
+        self.last_predictions = self.last_answer = None
 
     def __call__(self, result: Result) -> None:
         frame = result.frame
         if result.predictions is not None:
-            self.last_predictions = result.predictions
+            self.last_predictions, self.last_answer = result.predictions, result.answer
             print(self._record(result), flush=self.source.is_stream)
         elif frame.error is not None:
             if self.args.json:
@@ -170,7 +193,7 @@ class _Output:
                 print(f"cifar-run: error: {frame.source}: {frame.error}", file=sys.stderr, flush=True)
         if frame.image is not None and (self.args.show or self.save):
             # Skipped frames (--every) keep the last label, so the video shows every frame.
-            bgr = annotate(frame.image, self.last_predictions, self.stats.fps if self.source.is_stream else None)
+            bgr = annotate(frame.image, self.last_predictions, self.stats.fps if self.source.is_stream else None, self.last_answer)
             if self.save:
                 self.save(bgr)
             if self.args.show:
@@ -184,7 +207,7 @@ class _Output:
         return {"frame": frame.index} if self.source.is_stream else {}
 
     def _record(self, result: Result) -> str:
-        best, frame = result.predictions[0], result.frame
+        best, frame = result.answer, result.frame
         if self.args.json:
             return json.dumps({
                 "source": frame.source,
@@ -196,6 +219,9 @@ class _Output:
                 "latency_ms": round(result.latency_ms, 3),
             })
         where = f"{frame.source} #{frame.index}" if self.source.is_stream else frame.source
+        if best.class_id is None:
+            guess = result.predictions[0]
+            return f"{where}: {best.label} (best guess: {guess.label} {guess.score:.2f})"
         others = ", ".join(f"{p.label} {p.score:.3f}" for p in result.predictions[1:])
         return f"{where}: {best.label} {best.score:.3f}" + (f" ({others})" if others else "")
 
@@ -206,7 +232,20 @@ def _print_info(info: dict, as_json: bool) -> None:
         return
     for key, value in info.items():
         if value is not None:
-            print(f"{key}: {', '.join(value) if key == 'class_names' else value}")
+            print(f"{key}: {_plain(value)}")
+
+
+def _shape(dims) -> str:
+    return "×".join("N" if dim is None else str(dim) for dim in dims)
+
+
+def _plain(value) -> str:
+    """A value as a person reads it: lists comma-separated, mappings as `key value` pairs, no Python reprs."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {_shape(item) if key == 'shape' else _plain(item)}" for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_plain(item) for item in value) if value else "none"
+    return str(value)
 
 
 if __name__ == "__main__":

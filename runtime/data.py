@@ -80,6 +80,12 @@ class Split:
         chosen = balanced_indices(self.labels, count, seed)
         return Split(self.images[chosen], self.labels[chosen])
 
+    def fingerprint(self) -> str:
+        """sha256 of the pixels and labels: what a cache or a held-out set belongs to."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.images).data)
+        digest.update(np.ascontiguousarray(self.labels, np.int64).data)
+        return digest.hexdigest()
+
     def balanced_split(self, count: int, seed: int = 0) -> tuple[Split, Split]:
         """(the rest, `count` class-balanced images held out): disjoint, together the whole split."""
         held = balanced_indices(self.labels, count, seed)

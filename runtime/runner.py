@@ -26,6 +26,8 @@ class Result:
     """None when the frame failed to read, or was skipped by `every`."""
     preprocess_ms: float = 0.0
     inference_ms: float = 0.0
+    answer: Prediction | None = None
+    """The best prediction, or `unknown` below the classifier's minimum score."""
 
     @property
     def latency_ms(self) -> float:
@@ -103,8 +105,9 @@ def classify_frames(
             batch = classifier.preprocess(frame.image)[None]
             preprocessed = time.perf_counter()
             predictions = classifier.postprocess(classifier.invoke(batch)[0], top_k)
+            answer = classifier.answer(predictions)
             done = time.perf_counter()
-            result = Result(frame, predictions, (preprocessed - start) * 1000, (done - preprocessed) * 1000)
+            result = Result(frame, predictions, (preprocessed - start) * 1000, (done - preprocessed) * 1000, answer)
             stats.classified += 1
             stats.preprocess_ms.append(result.preprocess_ms)
             stats.inference_ms.append(result.inference_ms)
@@ -116,11 +119,13 @@ def classify_frames(
     return stats
 
 
-def annotate(rgb: np.ndarray, predictions: list[Prediction] | None, fps: float | None) -> np.ndarray:
+def annotate(rgb: np.ndarray, predictions: list[Prediction] | None, fps: float | None, answer: Prediction | None = None) -> np.ndarray:
     """A BGR copy of the frame, ready for OpenCV's window or writer, with label, score and FPS."""
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     scale = max(0.5, bgr.shape[0] / 480)
     lines = [f"{p.label} {p.score:.2f}" for p in predictions or []]
+    if answer is not None and answer.class_id is None:
+        lines.insert(0, f"{answer.label}?")
     if fps is not None:
         lines.append(f"{fps:.1f} FPS")
     for row, text in enumerate(lines):

@@ -369,8 +369,6 @@ def test_mirrored_strategy_runs_on_the_local_devices(small_dataset, tmp_path):
 
 
 def test_holdout_leaves_the_same_images_out_and_reports_them(small_dataset, tmp_path):
-    from cifar_edge.train.distill import fingerprint
-
     result = train(TrainSettings.for_model("resnet8", epochs=1, batch_size=64, limit_test=50, holdout=50), small_dataset, tmp_path, verbose=0)
     rest, held = small_dataset.train.balanced_split(50, 0)
     assert len(rest) + len(held) == len(small_dataset.train) and np.all(np.bincount(held.labels, minlength=10) == 5)
@@ -379,7 +377,7 @@ def test_holdout_leaves_the_same_images_out_and_reports_them(small_dataset, tmp_
     assert result.metrics["train_images"] == len(small_dataset.train) - 50 and result.metrics["holdout_images"] == 50
     assert 0.0 <= result.metrics["holdout_accuracy"] <= 1.0
     config = json.loads((tmp_path / "config.json").read_text())
-    assert config["data"]["holdout"] == {"images": 50, "seed": 0, "sha256": fingerprint(held)}
+    assert config["data"]["holdout"] == {"images": 50, "seed": 0, "sha256": held.fingerprint()}
     assert "--holdout 50" in config["command"]
     with pytest.raises(TrainError, match="only"):
         train(TrainSettings.for_model("resnet8", epochs=1, holdout=10_000), small_dataset, tmp_path / "too-many", verbose=0)

@@ -51,13 +51,6 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def fingerprint(split: Split) -> str:
-    """sha256 of a split's pixels and labels: the cache belongs to exactly these images."""
-    digest = hashlib.sha256(np.ascontiguousarray(split.images).data)
-    digest.update(np.ascontiguousarray(split.labels, np.int64).data)
-    return digest.hexdigest()
-
-
 def teacher_log_probabilities(probabilities: np.ndarray) -> np.ndarray:
     return np.log(np.maximum(np.asarray(probabilities, np.float64), PROBABILITY_FLOOR)).astype(np.float32)
 
@@ -115,7 +108,7 @@ def build_cache(teacher: str | Path, train_split: Split, test_split: Split, grid
     test = run(test_split.images)
     seconds = time.perf_counter() - started
     evaluated = len(train_split) * len(grid) + len(test_split)
-    return TeacherCache(train, test, grid, sha256_file(teacher), fingerprint(train_split), fingerprint(test_split),
+    return TeacherCache(train, test, grid, sha256_file(teacher), train_split.fingerprint(), test_split.fingerprint(),
                         round(evaluated / seconds, 1), round(seconds, 2))
 
 
@@ -144,7 +137,7 @@ def prepare_teacher(out: Path, teacher: str, grid: ViewGrid, train_split: Split,
                     f"cache {cache.teacher_sha256[:12]}); resuming would mix two teachers: restore the file or start a new run"
                 )
             cache = None
-        elif (cache.train_fingerprint, cache.test_fingerprint, cache.grid) != (fingerprint(train_split), fingerprint(test_split), grid):
+        elif (cache.train_fingerprint, cache.test_fingerprint, cache.grid) != (train_split.fingerprint(), test_split.fingerprint(), grid):
             if resume:
                 raise TrainError(f"{path}: made for other images or views than this run's; remove it to rebuild it")
             cache = None

@@ -35,7 +35,7 @@ import numpy as np
 from cifar_edge.runtime import tta
 from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
-from cifar_edge.train.distill import DistillationLoss, TeacherCache, fingerprint, label_accuracy, packed_targets, prepare_teacher
+from cifar_edge.train.distill import DistillationLoss, TeacherCache, label_accuracy, packed_targets, prepare_teacher
 from cifar_edge.train.models import Recipe, create_model, get_spec
 from cifar_edge.train.optim import GroupSGD, LinearWarmupDecay, Lookahead
 from cifar_edge.train.pipeline import TrainingBatches, ViewGrid, one_hot
@@ -119,7 +119,7 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
         "recipe": dataclasses.asdict(recipe),
         "data": {
             "source": dataset.source, "train_images": len(train_split), "test_images": len(test_split),
-            "holdout": {"images": len(holdout), "seed": HOLDOUT_SEED, "sha256": fingerprint(holdout)} if holdout else None,
+            "holdout": {"images": len(holdout), "seed": HOLDOUT_SEED, "sha256": holdout.fingerprint()} if holdout else None,
         },
         "teacher": teacher_info,
         "versions": _versions(),

@@ -1,0 +1,126 @@
+"""Calibration at export and selective prediction at run time: `unknown` below the manifest's threshold."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cifar_edge.runtime import Classifier
+from cifar_edge.runtime.calibration import Calibration
+from cifar_edge.runtime.cli import main
+
+pytest.importorskip("tensorflow")
+
+
+@pytest.fixture(scope="module")
+def calibrated_export(small_dataset, tmp_path_factory):
+    """A tiny resnet8 trained with --holdout 60, exported to tflite-int8 and onnx-fp32 with its calibration."""
+    from cifar_edge.export.exporter import ExportOptions, export_model, find_holdout
+    from cifar_edge.runtime.formats import get_format
+    from cifar_edge.train.settings import TrainSettings
+    from cifar_edge.train.trainer import train
+
+    run = tmp_path_factory.mktemp("holdout-run")
+    settings = TrainSettings.for_model("resnet8", epochs=2, batch_size=32, learning_rate=0.05, holdout=60)
+    model_path = train(settings, small_dataset, run, verbose=0).files["model.keras"]
+    holdout = find_holdout(model_path, small_dataset)
+    assert holdout is not None and len(holdout) == 60
+    out = tmp_path_factory.mktemp("calibrated")
+    options = ExportOptions(calibration_images=100, validate_images=100, max_accuracy_drop=100.0)
+    manifest = export_model(model_path, out, [get_format("tflite-int8"), get_format("onnx-fp32")], small_dataset, options,
+                            holdout=holdout)
+    return out, manifest
+
+
+def test_every_file_carries_its_calibration_in_the_manifest_and_onnx_metadata(calibrated_export):
+    out, manifest = calibrated_export
+    assert manifest["holdout_images"] == 60
+    for row in manifest["files"]:
+        calibration = Calibration.from_dict(row["calibration"])
+        assert calibration.images == 60 and calibration.target_accuracy == 0.98
+        assert 0 <= row["ece"] <= 1 and 0 <= row["ece_calibrated"] <= 1
+    onnx_row = next(r for r in manifest["files"] if r["format"] == "onnx-fp32")
+    import onnx
+
+    metadata = {p.key: p.value for p in onnx.load(str(out / onnx_row["file"])).metadata_props}
+    assert json.loads(metadata["calibration"]) == onnx_row["calibration"]
+
+
+def test_the_threshold_is_read_from_the_manifest_and_unknown_has_its_schema(calibrated_export, small_dataset, tmp_path, capsys):
+    out, manifest = calibrated_export
+    folder = tmp_path / "strict"
+    shutil.copytree(out, folder)
+    strict = json.loads((folder / "manifest.json").read_text())
+    for row in strict["files"]:
+        row["calibration"]["min_score"] = 1.0  # nothing is that sure: every answer is unknown
+    (folder / "manifest.json").write_text(json.dumps(strict))
+    classifier = Classifier(folder)
+    assert classifier.min_score == 1.0 and classifier.calibration.min_score == 1.0
+    images = tmp_path / "images"
+    images.mkdir()
+    import cv2
+
+    for index, image in enumerate(small_dataset.test.images[:5]):
+        cv2.imwrite(str(images / f"{index}.png"), image[..., ::-1])
+    assert main([str(images), "--model", str(folder), "--json", "--top-k", "3"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(records) == 5
+    for record in records:
+        assert record["label"] == "unknown" and record["class_id"] is None
+        assert record["score"] == record["top_k"][0]["score"] and len(record["top_k"]) == 3
+        assert all(isinstance(entry["class_id"], int) for entry in record["top_k"])
+    assert main([str(images), "--model", str(folder)]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert all(": unknown (best guess: " in line for line in text), text
+    # --min-score 0 turns it off: the plain best class, as before calibration existed.
+    assert main([str(images), "--model", str(folder), "--json", "--min-score", "0"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    raw = Classifier(folder, min_score=0).engine.predict(small_dataset.test.images[:5])
+    assert [r["class_id"] for r in records] == [int(i) for i in raw.argmax(axis=1)]
+
+
+def test_calibrated_scores_are_the_temperature_applied_to_the_file(calibrated_export, small_dataset):
+    out, manifest = calibrated_export
+    classifier = Classifier(out)
+    image = small_dataset.test.images[0]
+    raw = classifier.engine.predict(image[None])[0]
+    expected = classifier.calibration.apply(raw)
+    best = classifier.classify(image)[0]
+    assert best.class_id == int(raw.argmax()) and best.score == pytest.approx(float(expected.max()), rel=1e-5)
+
+
+def test_a_file_exported_before_calibration_runs_with_a_one_line_notice(tiny_export, small_dataset, tmp_path, capsys):
+    out, _ = tiny_export
+    import cv2
+
+    photo = tmp_path / "one.png"
+    cv2.imwrite(str(photo), small_dataset.test.images[0][..., ::-1])
+    assert main([str(photo), "--model", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)
+    assert record["class_id"] is not None and record["label"] != "unknown"
+    notices = [line for line in captured.err.splitlines() if "notice" in line]
+    assert len(notices) == 1 and "no calibration" in notices[0]
+    assert Classifier(out).calibration is None and Classifier(out).min_score == 0.0
+
+
+@pytest.mark.parametrize("value", ["-0.1", "1.5", "high"])
+def test_bad_min_score_is_one_line(value, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["x.png", "--min-score", value])
+    assert exited.value.code == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_holdout_that_does_not_match_the_data_is_refused(calibrated_export, small_dataset, tmp_path):
+    from cifar_edge.export.exporter import ExportError, find_holdout
+
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"holdout": {"images": 60, "seed": 0, "sha256": "0" * 64}}}))
+    with pytest.raises(ExportError, match="differ"):
+        find_holdout(tmp_path / "model.keras", small_dataset)
+    (tmp_path / "config.json").write_text(json.dumps({"data": {"holdout": None}}))
+    assert find_holdout(tmp_path / "model.keras", small_dataset) is None
+    assert np.all(small_dataset.train.balanced_split(60, 0)[1].class_counts() == 6)
