@@ -20,7 +20,7 @@ from cifar_edge.runtime.engines import DEVICES, ENGINES, Engine, EngineError, op
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.formats import FORMATS, engine_for
 from cifar_edge.runtime.labels import CLASS_NAMES, IMAGE_SIZE, INPUT_CONTRACT, NUM_CLASSES, OUTPUT_CONTRACT
-from cifar_edge.runtime.preprocess import FITS, as_rgb_uint8, fit_square
+from cifar_edge.runtime.preprocess import FITS, as_rgb_uint8, fit_square, zoom_views
 
 #: Packaged models live beside this file, one folder each with its export manifest.
 PACKAGED_DIR = Path(__file__).parent / "models"
@@ -55,6 +55,10 @@ class ClassifierOptions:
     """Engine threads; None lets the engine choose (usually one per core)."""
     fit: str = "crop"
     """How a non-square image becomes square: centred `crop`, black `pad`, or `stretch`."""
+    zoom: tuple[float, ...] = (1.0,)
+    """Centred crops tried per image, as fractions of the square's side: each is classified (in one
+    batch) and the most confident calibrated answer is kept, for subjects that fill only part of a
+    frame. (1.0,) classifies the whole square once."""
     min_score: float | str = "auto"
     """Calibrated top scores below this are answered `unknown`: `auto` takes the threshold in the
     model's calibration (0 when it has none), a number from 0 to 1 sets it, 0 turns it off."""
@@ -68,6 +72,8 @@ class ClassifierOptions:
             raise CifarEdgeError(f"threads {self.threads}: must be at least 1")
         if self.fit not in FITS:
             raise CifarEdgeError(f"fit {self.fit!r}: choose one of {', '.join(FITS)}")
+        if not self.zoom or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in self.zoom):
+            raise CifarEdgeError(f"zoom {self.zoom!r}: one or more fractions above 0 and at most 1")
         if self.min_score != "auto" and not (isinstance(self.min_score, (int, float)) and 0 <= self.min_score <= 1):
             raise CifarEdgeError(f"min_score {self.min_score!r}: auto, or a number from 0 to 1")
 
@@ -186,8 +192,10 @@ class Classifier:
         threads: int | None = None,
         fit: str = "crop",
         min_score: float | str = "auto",
+        zoom: tuple[float, ...] = (1.0,),
     ):
-        self.options = ClassifierOptions(engine=engine, device=device, threads=threads, fit=fit, min_score=min_score)
+        self.options = ClassifierOptions(engine=engine, device=device, threads=threads, fit=fit, min_score=min_score,
+                                         zoom=tuple(float(f) for f in zoom))
         self.model = resolve_model(model, engine, device)
         self.engine: Engine = open_engine(self.model.path, engine, threads, device)
         self.class_names = self.model.class_names or self._names_from_engine()
@@ -222,6 +230,21 @@ class Classifier:
         except ValueError as error:
             raise ImageError(f"image: {error}") from None
 
+    def preprocess_views(self, image: np.ndarray) -> np.ndarray:
+        """The model inputs of one image, one per zoom fraction: uint8 (views, 32, 32, 3)."""
+        try:
+            return zoom_views(as_rgb_uint8(image), IMAGE_SIZE, self.options.fit, self.options.zoom)
+        except ValueError as error:
+            raise ImageError(f"image: {error}") from None
+
+    def postprocess_views(self, probabilities: np.ndarray, top_k: int = 1) -> list[Prediction]:
+        """`postprocess` of the view (zoom) whose calibrated top score is highest."""
+        if len(probabilities) == 1:
+            return self.postprocess(probabilities[0], top_k)
+        calibrated = self.calibration.apply(probabilities) if self.calibration is not None else probabilities
+        best_view = int(calibrated.max(axis=1).argmax())
+        return self.postprocess(probabilities[best_view], top_k)
+
     def invoke(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, 32, 32, 3) -> float32 (N, 10) probabilities; quantization is the engine's business."""
         return self.engine.predict(batch)
@@ -242,15 +265,16 @@ class Classifier:
         return best if best.score >= self.min_score else Prediction(UNKNOWN, None, best.score)
 
     def classify(self, image: np.ndarray, top_k: int = 1) -> list[Prediction]:
-        batch = self.preprocess(image)[None]
-        return self.postprocess(self.invoke(batch)[0], top_k)
+        return self.postprocess_views(self.invoke(self.preprocess_views(image)), top_k)
 
     def classify_batch(self, images, top_k: int = 1) -> list[list[Prediction]]:
         """A list of images (any sizes), or a uint8 (N, H, W, C) array."""
         if len(images) == 0:
             return []
-        batch = np.stack([self.preprocess(image) for image in images])
-        return [self.postprocess(row, top_k) for row in self.invoke(batch)]
+        views = len(self.options.zoom)
+        batch = np.concatenate([self.preprocess_views(image) for image in images])
+        probabilities = self.invoke(batch).reshape(len(images), views, -1)
+        return [self.postprocess_views(rows, top_k) for rows in probabilities]
 
     def info(self) -> dict:
         """What `cifar-run --info` prints: the resolved file, its engine and contract."""

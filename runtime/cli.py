@@ -54,8 +54,24 @@ def build_parser() -> ArgumentParser:
         help="answer 'unknown' when the calibrated top score is below P; auto: the threshold in the model's "
         "calibration, chosen so that accepted answers are 98%% right on held-out images; 0: always name a class (default: auto)",
     )
+    parser.add_argument(
+        "--zoom", type=zoom_fractions, default=(1.0,), metavar="F[,F...]",
+        help="also try centred crops of these fractions of the frame's square, keeping the most confident answer, "
+        "for subjects that fill only part of the frame; each fraction costs one more inference (default: 1, the whole square)",
+    )
     parser.add_argument("--info", action="store_true", help="describe the resolved model and exit (unless inputs are given too)")
     return parser
+
+
+def zoom_fractions(text: str) -> tuple[float, ...]:
+    """`--zoom`: comma-separated fractions above 0 and at most 1."""
+    try:
+        fractions = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        fractions = ()
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise argparse.ArgumentTypeError(f"expected fractions above 0 and at most 1, comma-separated, got {text!r}")
+    return fractions
 
 
 def _min_score(text: str) -> float | str:
@@ -94,7 +110,7 @@ def _main(argv: list[str] | None) -> int:
         _check_gui()
 
     classifier = Classifier(args.model, engine=args.engine, device=args.device, threads=args.threads, fit=args.fit,
-                            min_score=args.min_score)
+                            min_score=args.min_score, zoom=args.zoom)
     if classifier.calibration is None:
         print(f"cifar-run: notice: {classifier.model.path.name} carries no calibration (exported before it, or from a model "
               "trained without --holdout): its scores are raw" + (", and no answer is 'unknown'" if args.min_score == "auto" else ""),

@@ -34,6 +34,27 @@ def fit_square(image: np.ndarray, size: int = 32, fit: str = "crop") -> np.ndarr
     return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
 
+def zoom_views(image: np.ndarray, size: int, fit: str, zoom: tuple[float, ...]) -> np.ndarray:
+    """(len(zoom), size, size, C): the image made square by `fit`, then its centred crops of
+    each fraction of the side (1.0: the whole square), each resized to size x size."""
+    if zoom == (1.0,):
+        return fit_square(image, size, fit)[None]
+    height, width = image.shape[:2]
+    if fit == "crop":
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = image[top : top + side, left : left + side]
+    else:
+        square = fit_square(image, max(height, width), fit)
+    side = square.shape[0]
+    views = []
+    for fraction in zoom:
+        crop = max(1, round(side * fraction))
+        start = (side - crop) // 2
+        views.append(fit_square(square[start : start + crop, start : start + crop], size, "crop"))
+    return np.stack(views)
+
+
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Any H x W image as H x W x 3 uint8 RGB.
 

@@ -102,9 +102,9 @@ def classify_frames(
             stats.errors += 1
         elif (stats.frames - 1) % every == 0:
             start = time.perf_counter()
-            batch = classifier.preprocess(frame.image)[None]
+            batch = classifier.preprocess_views(frame.image)
             preprocessed = time.perf_counter()
-            predictions = classifier.postprocess(classifier.invoke(batch)[0], top_k)
+            predictions = classifier.postprocess_views(classifier.invoke(batch), top_k)
             answer = classifier.answer(predictions)
             done = time.perf_counter()
             result = Result(frame, predictions, (preprocessed - start) * 1000, (done - preprocessed) * 1000, answer)

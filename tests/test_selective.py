@@ -124,3 +124,33 @@ def test_a_holdout_that_does_not_match_the_data_is_refused(calibrated_export, sm
     (tmp_path / "config.json").write_text(json.dumps({"data": {"holdout": None}}))
     assert find_holdout(tmp_path / "model.keras", small_dataset) is None
     assert np.all(small_dataset.train.balanced_split(60, 0)[1].class_counts() == 6)
+
+
+def test_zoom_views_are_centred_crops_of_the_square():
+    from cifar_edge.runtime.preprocess import zoom_views
+
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[120:360, 200:440] = 255  # a white square at half the frame's height, centred
+    views = zoom_views(image, 32, "crop", (1.0, 0.5))
+    assert views.shape == (2, 32, 32, 3)
+    assert views[0].mean() == pytest.approx(255 / 4, rel=0.05)  # a quarter of the whole square
+    assert views[1].min() == 255  # the half crop is all subject
+    assert np.array_equal(zoom_views(image, 32, "crop", (1.0,))[0], views[0])
+
+
+def test_zoom_keeps_the_most_confident_view_and_scenes_measure_it(tiny_export, small_dataset, capsys):
+    from cifar_edge.benchmarks import scenes
+
+    out, _ = tiny_export
+    zoomed = Classifier(out, zoom=(1.0, 0.75, 0.5), min_score=0)
+    frame = scenes.scene(small_dataset.test.images[0], 0.5, "textured", np.random.default_rng(0))
+    views = zoomed.preprocess_views(frame)
+    probabilities = zoomed.invoke(views)
+    best = zoomed.classify(frame)[0]
+    assert best.score == pytest.approx(float(probabilities.max()), rel=1e-5)
+    results = scenes.evaluate(str(out), small_dataset.test.balanced_subset(20, 0), [(1.0,), (1.0, 0.5)])
+    assert [r.zoom for r in results] == [(1.0,), (1.0, 0.5)]
+    assert set(results[0].accuracy) == {(f, k) for f in scenes.FILLS for k in scenes.BACKGROUNDS}
+    assert "| 1,0.5 |" in scenes.markdown(results)
+    with pytest.raises(SystemExit):
+        main(["x.png", "--zoom", "0,1"])
