@@ -83,3 +83,6 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        # The handler holds the stderr of this call; a later caller (a test, a notebook) may have another.
+        logger.removeHandler(handler)
