@@ -98,7 +98,7 @@ def test_one_epoch_distillation_writes_every_output(small_dataset, teacher_file,
     teacher = config["teacher"]
     assert teacher["path"] == str(teacher_file) and teacher["sha256"] == distill.sha256_file(teacher_file)
     assert teacher["views"] == 18 and 0.5 < teacher["test_accuracy"] <= 1.0
-    assert f"--teacher {teacher_file}" in config["command"] and "--distill-temperature 4.0" in config["command"]
+    assert f"--teacher {teacher_file}" in config["command"] and "--distill-temperature 1.0" in config["command"]
     assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
     cache = distill.TeacherCache.load(tmp_path / CACHE_FILE)
     assert cache.train.shape == (200, 18, 10) and cache.test.shape == (100, 10)
