@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar_edge.runtime.calibration import Calibration, expected_calibration_error, risk_coverage
+from cifar_edge.runtime.classifier import resolve_model
 from cifar_edge.runtime.data import Split
 from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.errors import CifarEdgeError
@@ -42,7 +44,9 @@ MODEL_SUFFIXES = (".tflite", ".onnx", ".keras")
 #: Slow outliers (a context switch, a page fault) are left out of mean and std beyond this many robust sigmas.
 OUTLIER_SIGMAS = 5.0
 PLOT_NAME = "accuracy_vs_latency.png"
-TABLE_COLUMNS = ("Format", "Status", "Size", "Accuracy", "p50 ms", "p90 ms", "FPS", "Peak MB")
+TABLE_COLUMNS = ("Format", "Status", "Size", "Accuracy", "ECE", "Cov@98%", "p50 ms", "p90 ms", "FPS", "Peak MB")
+# Accepted accuracies of the risk-coverage table: the coverage at each is the share of images answered.
+COVERAGE_TARGETS = (0.95, 0.98, 0.99)
 
 
 class BenchError(CifarEdgeError):
@@ -93,6 +97,8 @@ class Candidate:
     model: str = ""
     """The model's name (the manifest's, else the file name up to its first dot), so rows of
     several models in one table can be told apart."""
+    calibration: dict | None = None
+    """The manifest row's calibration, when the file has one: its scores are then measured calibrated."""
 
     def __post_init__(self):
         if not self.model:
@@ -116,6 +122,12 @@ class Row:
     images: int | None = None
     accuracy: float | None = None
     export_accuracy: float | None = None
+    ece: float | None = None
+    """Expected calibration error (15 bins) of the file's own scores."""
+    ece_calibrated: float | None = None
+    """The same with the manifest's calibration applied; None without one."""
+    coverage: dict | None = None
+    """Accepted accuracy -> share of images answered at the threshold that reaches it (calibrated scores when there are)."""
     latency_ms: dict | None = None
     fps: float | None = None
     throughput: dict = field(default_factory=dict)
@@ -130,7 +142,9 @@ def find_candidates(inputs: list[str], engines: tuple[str, ...] = BENCH_ENGINES)
         if path.is_file():
             if path.suffix.lower() not in MODEL_SUFFIXES:
                 raise BenchError(f"{given}: not a model file (expected {', '.join(MODEL_SUFFIXES)})")
-            candidates.append(Candidate(path, engine_for(path), path.suffix.lower().lstrip("."), reference=path.suffix == ".keras"))
+            calibration = resolve_model(path).calibration
+            candidates.append(Candidate(path, engine_for(path), path.suffix.lower().lstrip("."), reference=path.suffix == ".keras",
+                                        calibration=calibration.as_dict() if calibration else None))
         elif path.is_dir():
             found = _from_folder(path)
             if not found:
@@ -170,7 +184,8 @@ def _from_folder(folder: Path) -> list[Candidate]:
         path = folder / row["file"]
         if path.is_file():
             candidates.append(Candidate(path, row["engine"], row["format"], export_accuracy=row.get("accuracy"),
-                                        export_images=manifest.get("validation_images"), model=tagged))
+                                        export_images=manifest.get("validation_images"), model=tagged,
+                                        calibration=row.get("calibration")))
     return candidates
 
 
@@ -269,9 +284,18 @@ class _RowState:
                 probabilities = self.engine.predict(self.split.images, batch_size=max(self.options.batch_sizes))
                 self.row.images = len(self.split)
                 self.row.accuracy = float(np.mean(probabilities.argmax(1) == self.split.labels))
+                self._score_calibration(probabilities)
         except Exception as error:  # noqa: BLE001 - a row that cannot load or run is reported, and the others still run
             self.fail(error)
         return self.row
+
+    def _score_calibration(self, probabilities: np.ndarray) -> None:
+        labels = self.split.labels
+        self.row.ece = expected_calibration_error(probabilities, labels)
+        if self.candidate.calibration is not None:
+            probabilities = Calibration.from_dict(self.candidate.calibration).apply(probabilities)
+            self.row.ece_calibrated = expected_calibration_error(probabilities, labels)
+        self.row.coverage = risk_coverage(probabilities, labels, COVERAGE_TARGETS)
 
     def time_slice(self, batch_size: int, seconds: float, warmup: int, min_runs: int) -> None:
         batch = self.split.images[np.arange(batch_size) % len(self.split)]
@@ -521,10 +545,12 @@ def markdown_table(results_list: list[dict]) -> str:
         for row in results["rows"]:
             latency = row["latency_ms"] or {}
             accuracy = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
+            ece = _fmt(row.get("ece"), ".2%") + (f" → {row['ece_calibrated']:.2%}" if row.get("ece_calibrated") is not None else "")
+            coverage = _fmt((row.get("coverage") or {}).get("98%"), ".1%")
             status = row["status"] if row["status"] == "ok" else f"failed: {row['error']}"
             cells = ([results["device"]["name"]] if several else []) + ([row.get("model", "")] if models else []) + [
                 f"{row['format']} ({row['engine']})" if row["format"] in ("tflite", "onnx") else row["format"],
-                status, _size(row["size_bytes"]), accuracy, _fmt(latency.get("p50"), ".3f"), _fmt(latency.get("p90"), ".3f"),
+                status, _size(row["size_bytes"]), accuracy, ece, coverage, _fmt(latency.get("p50"), ".3f"), _fmt(latency.get("p90"), ".3f"),
                 _fmt(row["fps"], ".0f"), _fmt(row["peak_mb"], ".1f"),
             ]
             lines.append("| " + " | ".join(cells) + " |")
@@ -536,13 +562,14 @@ def _several_models(results_list: list[dict]) -> bool:
 
 
 CSV_FIELDS = ("device", "model", "format", "engine", "file", "status", "error", "reference", "size_bytes", "load_ms", "images", "accuracy",
-              "export_accuracy", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "runs", "outliers", "fps", "peak_mb", "engine_version")
+              "export_accuracy", "ece", "ece_calibrated", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "runs", "outliers", "fps", "peak_mb", "engine_version")
 
 
 def csv_text(results_list: list[dict]) -> str:
     buffer = io.StringIO()
     batch_sizes = sorted({int(b) for r in results_list for row in r["rows"] for b in row["throughput"]})
-    writer = csv.DictWriter(buffer, [*CSV_FIELDS, *(f"images_per_s_batch{b}" for b in batch_sizes)], lineterminator="\n")
+    coverage = [f"coverage_at_{round(t * 100)}" for t in COVERAGE_TARGETS]
+    writer = csv.DictWriter(buffer, [*CSV_FIELDS, *coverage, *(f"images_per_s_batch{b}" for b in batch_sizes)], lineterminator="\n")
     writer.writeheader()
     for results in results_list:
         for row in results["rows"]:
@@ -551,6 +578,7 @@ def csv_text(results_list: list[dict]) -> str:
             flat.update(device=results["device"]["name"], **{f"{k}_ms": latency.get(k) for k in ("p50", "p90", "p99", "mean", "std")},
                         runs=latency.get("runs"), outliers=latency.get("outliers"))
             flat.update({f"images_per_s_batch{b}": v for b, v in row["throughput"].items()})
+            flat.update({f"coverage_at_{target.rstrip('%')}": value for target, value in (row.get("coverage") or {}).items()})
             writer.writerow(flat)
     return buffer.getvalue()
 

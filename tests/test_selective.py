@@ -154,3 +154,21 @@ def test_zoom_keeps_the_most_confident_view_and_scenes_measure_it(tiny_export, s
     assert "| 1,0.5 |" in scenes.markdown(results)
     with pytest.raises(SystemExit):
         main(["x.png", "--zoom", "0,1"])
+
+
+def test_bench_rows_report_calibration_error_and_coverage(calibrated_export, small_dataset):
+    from cifar_edge.benchmarks.bench import BenchOptions, find_candidates, markdown_table, measure
+
+    out, manifest = calibrated_export
+    split = small_dataset.test
+    options = BenchOptions(batch_sizes=(1,), min_time=0.05, warmup=1)
+    rows = [measure(candidate, split, options) for candidate in find_candidates([str(out)], ("litert", "onnxruntime"))]
+    assert {row.format for row in rows} == {"tflite-int8", "onnx-fp32"}
+    for row in rows:
+        assert 0 <= row.ece <= 1 and 0 <= row.ece_calibrated <= 1
+        assert set(row.coverage) == {"95%", "98%", "99%"} and all(0 <= v <= 1 for v in row.coverage.values())
+        assert row.coverage["95%"] >= row.coverage["98%"] >= row.coverage["99%"]
+    from dataclasses import asdict
+
+    table = markdown_table([{"device": {"name": "box"}, "rows": [asdict(r) for r in rows]}])
+    assert "ECE" in table.splitlines()[0] and " → " in table.splitlines()[2]
