@@ -172,3 +172,22 @@ def test_bench_rows_report_calibration_error_and_coverage(calibrated_export, sma
 
     table = markdown_table([{"device": {"name": "box"}, "rows": [asdict(r) for r in rows]}])
     assert "ECE" in table.splitlines()[0] and " → " in table.splitlines()[2]
+
+
+def test_ood_kinds_are_distinct_images_and_the_report_has_both_operating_points(calibrated_export, small_dataset):
+    from cifar_edge.benchmarks import ood
+
+    rng = np.random.default_rng(0)
+    for kind in ood.KINDS:
+        images = ood.generate(kind, 3, rng)
+        assert images.shape == (3, ood.SIDE, ood.SIDE, 3) and images.dtype == np.uint8
+        assert kind == "flat" or images[0].std() > 0, kind
+    with pytest.raises(ValueError):
+        ood.generate("moon", 1, rng)
+    out, _ = calibrated_export
+    report = ood.evaluate(str(out), small_dataset.test.images, per_kind=5)
+    assert report["calibrated"] and set(report["operating_points"]) == {
+        "max at the model's threshold", "max at 80% test coverage", "margin at 80% test coverage"}
+    point = report["operating_points"]["max at 80% test coverage"]
+    assert point["test_coverage"] == pytest.approx(0.8, abs=0.05) and set(point["rejected"]) == set(ood.KINDS)
+    assert "| max at 80% test coverage |" in ood.markdown(report)
