@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_edge.runtime.calibration import Calibration, expected_calibration_error, risk_coverage
+from cifar_edge.runtime.calibration import TARGET_ACCURACY, Calibration, coverage_key, expected_calibration_error, risk_coverage
 from cifar_edge.runtime.classifier import resolve_model
 from cifar_edge.runtime.data import Split
 from cifar_edge.runtime.engines import open_engine
@@ -44,9 +44,11 @@ MODEL_SUFFIXES = (".tflite", ".onnx", ".keras")
 #: Slow outliers (a context switch, a page fault) are left out of mean and std beyond this many robust sigmas.
 OUTLIER_SIGMAS = 5.0
 PLOT_NAME = "accuracy_vs_latency.png"
-TABLE_COLUMNS = ("Format", "Status", "Size", "Accuracy", "ECE", "Cov@98%", "p50 ms", "p90 ms", "FPS", "Peak MB")
 # Accepted accuracies of the risk-coverage table: the coverage at each is the share of images answered.
 COVERAGE_TARGETS = (0.95, 0.98, 0.99)
+# The table shows the coverage at the runtime's default target.
+TABLE_COVERAGE = coverage_key(TARGET_ACCURACY)
+TABLE_COLUMNS = ("Format", "Status", "Size", "Accuracy", "ECE", f"Cov@{TABLE_COVERAGE}", "p50 ms", "p90 ms", "FPS", "Peak MB")
 
 
 class BenchError(CifarEdgeError):
@@ -546,7 +548,7 @@ def markdown_table(results_list: list[dict]) -> str:
             latency = row["latency_ms"] or {}
             accuracy = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
             ece = _fmt(row.get("ece"), ".2%") + (f" → {row['ece_calibrated']:.2%}" if row.get("ece_calibrated") is not None else "")
-            coverage = _fmt((row.get("coverage") or {}).get("98%"), ".1%")
+            coverage = _fmt((row.get("coverage") or {}).get(TABLE_COVERAGE), ".1%")
             status = row["status"] if row["status"] == "ok" else f"failed: {row['error']}"
             cells = ([results["device"]["name"]] if several else []) + ([row.get("model", "")] if models else []) + [
                 f"{row['format']} ({row['engine']})" if row["format"] in ("tflite", "onnx") else row["format"],
@@ -568,7 +570,7 @@ CSV_FIELDS = ("device", "model", "format", "engine", "file", "status", "error", 
 def csv_text(results_list: list[dict]) -> str:
     buffer = io.StringIO()
     batch_sizes = sorted({int(b) for r in results_list for row in r["rows"] for b in row["throughput"]})
-    coverage = [f"coverage_at_{round(t * 100)}" for t in COVERAGE_TARGETS]
+    coverage = [_coverage_field(coverage_key(t)) for t in COVERAGE_TARGETS]
     writer = csv.DictWriter(buffer, [*CSV_FIELDS, *coverage, *(f"images_per_s_batch{b}" for b in batch_sizes)], lineterminator="\n")
     writer.writeheader()
     for results in results_list:
@@ -578,9 +580,13 @@ def csv_text(results_list: list[dict]) -> str:
             flat.update(device=results["device"]["name"], **{f"{k}_ms": latency.get(k) for k in ("p50", "p90", "p99", "mean", "std")},
                         runs=latency.get("runs"), outliers=latency.get("outliers"))
             flat.update({f"images_per_s_batch{b}": v for b, v in row["throughput"].items()})
-            flat.update({f"coverage_at_{target.rstrip('%')}": value for target, value in (row.get("coverage") or {}).items()})
+            flat.update({_coverage_field(key): value for key, value in (row.get("coverage") or {}).items()})
             writer.writerow(flat)
     return buffer.getvalue()
+
+
+def _coverage_field(key: str) -> str:
+    return f"coverage_at_{key.rstrip('%')}"
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:

@@ -24,8 +24,8 @@ TARGET_ACCURACY = 0.98
 _LOG_T_RANGE = (math.log(0.05), math.log(20.0))
 
 
-def log_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(np.asarray(probabilities, np.float64), PROBABILITY_FLOOR))
+def log_probabilities(probabilities: np.ndarray, floor: float = PROBABILITY_FLOOR) -> np.ndarray:
+    return np.log(np.maximum(np.asarray(probabilities, np.float64), floor))
 
 
 def apply_temperature(probabilities: np.ndarray, temperature: float) -> np.ndarray:
@@ -92,13 +92,18 @@ def threshold_for_accuracy(probabilities: np.ndarray, labels: np.ndarray, target
     return float(scores[good[-1]]) if len(good) else None
 
 
+def coverage_key(target: float) -> str:
+    """How a risk-coverage target is named in results: 0.98 -> "98%"."""
+    return f"{target * 100:g}%"
+
+
 def risk_coverage(probabilities: np.ndarray, labels: np.ndarray, targets=(0.95, 0.98, 0.99)) -> dict[str, float]:
     """For each accepted-accuracy target, the fraction of images accepted at its threshold."""
     confidence = np.max(probabilities, axis=1)
     coverage = {}
     for target in targets:
         threshold = threshold_for_accuracy(probabilities, labels, target)
-        coverage[f"{target:.0%}"] = 0.0 if threshold is None else float(np.mean(confidence >= threshold))
+        coverage[coverage_key(target)] = 0.0 if threshold is None else float(np.mean(confidence >= threshold))
     return coverage
 
 

@@ -60,8 +60,9 @@ class ClassifierOptions:
     batch) and the most confident calibrated answer is kept, for subjects that fill only part of a
     frame. (1.0,) classifies the whole square once."""
     min_score: float | str = "auto"
-    """Calibrated top scores below this are answered `unknown`: `auto` takes the threshold in the
-    model's calibration (0 when it has none), a number from 0 to 1 sets it, 0 turns it off."""
+    """`Classifier.answer()` (and so `cifar-run`) says `unknown` when the calibrated top score is below
+    this: `auto` takes the threshold in the model's calibration (0 when it has none), a number from
+    0 to 1 sets it, 0 turns it off. `classify()` itself always returns the top classes."""
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -243,15 +244,16 @@ class Classifier:
             return self.postprocess(probabilities[0], top_k)
         calibrated = self.calibration.apply(probabilities) if self.calibration is not None else probabilities
         best_view = int(calibrated.max(axis=1).argmax())
-        return self.postprocess(probabilities[best_view], top_k)
+        return self.postprocess(calibrated[best_view], top_k, calibrated=True)
 
     def invoke(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, 32, 32, 3) -> float32 (N, 10) probabilities; quantization is the engine's business."""
         return self.engine.predict(batch)
 
-    def postprocess(self, probabilities: np.ndarray, top_k: int = 1) -> list[Prediction]:
-        """The `top_k` most probable classes of one image, best first, with calibrated scores."""
-        if self.calibration is not None:
+    def postprocess(self, probabilities: np.ndarray, top_k: int = 1, calibrated: bool = False) -> list[Prediction]:
+        """The `top_k` most probable classes of one image, best first, with calibrated scores
+        (`calibrated`: the probabilities already are)."""
+        if self.calibration is not None and not calibrated:
             probabilities = self.calibration.apply(probabilities)
         if top_k == 1:  # the per-frame case, kept to one argmax
             best = int(probabilities.argmax())

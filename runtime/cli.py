@@ -8,6 +8,7 @@ import sys
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from cifar_edge.runtime.calibration import TARGET_ACCURACY
 from cifar_edge.runtime.classifier import DEFAULT_MODEL, Classifier, packaged_models
 from cifar_edge.runtime.engines import DEVICES, ENGINES
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, positive_int, run_cli
@@ -52,7 +53,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--min-score", type=_min_score, default="auto", metavar="auto|P",
         help="answer 'unknown' when the calibrated top score is below P; auto: the threshold in the model's "
-        "calibration, chosen so that accepted answers are 98%% right on held-out images; 0: always name a class (default: auto)",
+        f"calibration, chosen so that accepted answers are {TARGET_ACCURACY * 100:.0f}%% right on held-out images; 0: always name a class "
+        "(default: auto)",
     )
     parser.add_argument(
         "--zoom", type=zoom_fractions, default=(1.0,), metavar="F[,F...]",
@@ -235,10 +237,10 @@ class _Output:
                 "latency_ms": round(result.latency_ms, 3),
             })
         where = f"{frame.source} #{frame.index}" if self.source.is_stream else frame.source
+        others = ", ".join(f"{p.label} {p.score:.3f}" for p in result.predictions[1:])
         if best.class_id is None:
             guess = result.predictions[0]
-            return f"{where}: {best.label} (best guess: {guess.label} {guess.score:.2f})"
-        others = ", ".join(f"{p.label} {p.score:.3f}" for p in result.predictions[1:])
+            return f"{where}: {best.label} (best guess: {guess.label} {guess.score:.2f}" + (f"; {others})" if others else ")")
         return f"{where}: {best.label} {best.score:.3f}" + (f" ({others})" if others else "")
 
 

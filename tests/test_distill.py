@@ -69,22 +69,31 @@ def test_view_grid_gives_each_augmented_image_its_own_view(small_dataset):
     for image, index, original in zip(augmented, grid.index(on_grid), images, strict=True):
         assert np.array_equal(image, grid.batch(original[None], views[index])[0])
     # Off the grid: the nearest view.
-    one_off = Augmentation(np.array([1, 3, -3]), np.array([0, -1, 4]), np.array([False, True, False]))
-    assert [views[i] for i in grid.index(one_off)] == [(0, 0, False), (2, -2, True), (-4, 4, False)]
+    one_off = Augmentation(np.array([1, 3, -3, -1]), np.array([0, -1, 4, 1]), np.array([False, True, False, True]))
+    assert [views[i] for i in grid.index(one_off)] == [(0, 0, False), (2, 0, True), (-2, 4, False), (0, 0, True)]
+    coarse = ViewGrid.for_recipe(shift_pixels=4, step=4, flip=True)
+    ties = Augmentation(np.array([2, -2]), np.array([-2, 2]), np.array([False, False]))
+    assert [coarse.views()[i] for i in coarse.index(ties)] == [(0, 0, False), (0, 0, False)]
 
 
 def test_batches_carry_the_teacher_outputs_of_each_view(small_dataset):
     grid = ViewGrid.for_recipe(shift_pixels=4, step=4, flip=True)
     split = small_dataset.train
-    # A fake teacher whose output names the view and the image: row (image, view) is one-hot at view % 10.
-    teacher = np.log(np.full((len(split), len(grid), 10), 1e-6, np.float32))
-    for view in range(len(grid)):
-        teacher[:, view, view % 10] = 0.0
+    # A fake teacher whose outputs name the image and the view: row (image, view) holds image * 100 + view.
+    teacher = (np.arange(len(split))[:, None, None] * 100 + np.arange(len(grid))[None, :, None]).astype(np.float32)
+    teacher = np.repeat(teacher, 10, axis=2)
     batches = TrainingBatches(split.images, split.labels, 32, flip=True, shift_pixels=4, seed=1, teacher=teacher, grid=grid)
     images, targets = batches[0]
     assert targets.shape == (len(images), 20)
-    assert np.array_equal(targets[:, :10].argmax(1), split.labels[batches._order[:32]])
-    assert np.all(targets[:, 10:].max(axis=1) == 0.0)
+    chosen = batches._order[:32]
+    assert np.array_equal(targets[:, :10].argmax(1), split.labels[chosen])
+    # The same draw the batch made (seed, epoch 0, batch 0), mapped to its views by hand.
+    drawn = draw_augmentation(np.random.default_rng((1, 0, 0)), 32, flip=True, shift_pixels=4)
+    expected_views = [grid.views().index((min((0, 4, -4), key=lambda s: (abs(s - dy), abs(s))),
+                                          min((0, 4, -4), key=lambda s: (abs(s - dx), abs(s))), bool(m)))
+                      for dy, dx, m in zip(drawn.dy, drawn.dx, drawn.mirrored, strict=True)]
+    assert np.array_equal(targets[:, 10], chosen * 100 + np.array(expected_views))
+    assert len(set(expected_views)) > 3, "the draw should visit several views"
     with pytest.raises(ValueError, match="view grid"):
         TrainingBatches(split.images, split.labels, 32, flip=True, shift_pixels=4, seed=1, teacher=teacher[:, :3], grid=grid)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_edge.runtime.data import ENV_VAR, load_cifar10, resolve_source
-from cifar_edge.runtime.errors import ArgumentParser, positive_float, positive_int, run_cli
+from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, positive_float, positive_int, run_cli
 
 PROG = "python -m cifar_edge.train.candidates"
 
@@ -34,7 +34,9 @@ def compare(names: list[str], calibration, rounds: int, seconds: float, threads:
     with tempfile.TemporaryDirectory(prefix="cifar-candidates-") as scratch:
         for name, model in models.items():
             target = Path(scratch) / f"{name}.tflite"
-            convert(model, get_format("tflite-int8"), target, calibration)
+            result = convert(model, get_format("tflite-int8"), target, calibration)
+            if result.status != "passed":
+                raise CifarEdgeError(f"{name}: could not convert to tflite-int8 ({result.error})")
             sizes[name] = target.stat().st_size
     measure = int8_latency(calibration, threads, seconds)
     latencies: dict[str, list[float]] = {name: [] for name in names}

@@ -135,7 +135,9 @@ def _run(args) -> int:
 
     if args.dry_run:
         print(dataset.summary())
-        print(f"training would use {settings.limit_train or len(dataset.train)} train and "
+        available = len(dataset.train) - (settings.holdout or 0)
+        held = f", {settings.holdout} held out" if settings.holdout else ""
+        print(f"training would use {min(settings.limit_train or available, available)} train{held} and "
               f"{settings.limit_test or len(dataset.test)} test images (class-balanced subsets when limited)")
         model = create_model(settings.model)
         model.summary(print_fn=lambda line, **_: print(line))

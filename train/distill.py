@@ -18,7 +18,6 @@ gradient on the scale of the hard term's as T changes.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from cifar_edge.runtime.calibration import log_probabilities
 from cifar_edge.runtime.data import Split
 from cifar_edge.runtime.engines import open_engine
-from cifar_edge.runtime.files import atomic_path
+from cifar_edge.runtime.files import atomic_path, sha256_file
 from cifar_edge.runtime.labels import NUM_CLASSES
 from cifar_edge.train.pipeline import ViewGrid
 from cifar_edge.train.settings import CACHE_FILE, TrainError
@@ -37,22 +37,15 @@ from cifar_edge.train.settings import CACHE_FILE, TrainError
 log = logging.getLogger("cifar_edge.train")
 
 # An int8 teacher quantizes its probabilities (steps of 1/256 in our files), so an exact 0
-# says only "below half a step". It becomes this floor rather than log 0 = -inf.
-PROBABILITY_FLOOR = 1e-6
+# says only "below half a step". It becomes this floor rather than log 0 = -inf: low enough
+# to be far below any quantum, high enough that softmax(t / T) stays well conditioned.
+TEACHER_PROBABILITY_FLOOR = 1e-6
 # Images per teacher call while the cache is built: bounds the memory of one view's batch.
 _CHUNK = 1024
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def teacher_log_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    return np.log(np.maximum(np.asarray(probabilities, np.float64), PROBABILITY_FLOOR)).astype(np.float32)
+    return log_probabilities(probabilities, TEACHER_PROBABILITY_FLOOR).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -95,8 +88,8 @@ class TeacherCache:
             raise TrainError(f"{path}: unreadable teacher cache ({type(error).__name__}); remove it to rebuild it") from None
 
 
-def build_cache(teacher: str | Path, train_split: Split, test_split: Split, grid: ViewGrid) -> TeacherCache:
-    """Run `teacher` on every training image through every view of `grid`, and on the test images."""
+def build_cache(teacher: str | Path, train_split: Split, test_split: Split, grid: ViewGrid, teacher_sha256: str) -> TeacherCache:
+    """Run `teacher` (whose file has `teacher_sha256`) on every training image through every view of `grid`, and on the test images."""
     engine = open_engine(teacher)
     started = time.perf_counter()
 
@@ -108,7 +101,7 @@ def build_cache(teacher: str | Path, train_split: Split, test_split: Split, grid
     test = run(test_split.images)
     seconds = time.perf_counter() - started
     evaluated = len(train_split) * len(grid) + len(test_split)
-    return TeacherCache(train, test, grid, sha256_file(teacher), train_split.fingerprint(), test_split.fingerprint(),
+    return TeacherCache(train, test, grid, teacher_sha256, train_split.fingerprint(), test_split.fingerprint(),
                         round(evaluated / seconds, 1), round(seconds, 2))
 
 
@@ -145,7 +138,7 @@ def prepare_teacher(out: Path, teacher: str, grid: ViewGrid, train_split: Split,
             log.info("teacher outputs: reusing %s", path)
     if cache is None:
         log.info("teacher outputs: %d views of %d training images and %d test images", len(grid), len(train_split), len(test_split))
-        cache = build_cache(teacher, train_split, test_split, grid)
+        cache = build_cache(teacher, train_split, test_split, grid, teacher_sha)
         cache.save(path)
     plain = grid.views().index((0, 0, False))
     info = {

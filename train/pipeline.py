@@ -101,10 +101,15 @@ class ViewGrid:
         return apply_augmentation(images, augmentation, self.pad)
 
     def index(self, augmentation: Augmentation) -> np.ndarray:
-        """Each image's nearest view (ties go to the more negative shift)."""
+        """Each image's nearest view; a tie goes to the smaller shift (+2 and -2 both to 0 on a -4/0/4 grid)."""
         shifts = np.asarray(self.shifts)
-        row = np.abs(augmentation.dy[:, None] - shifts).argmin(axis=1)
-        col = np.abs(augmentation.dx[:, None] - shifts).argmin(axis=1)
+        # Distance first, then |shift|: both are whole numbers, so one integer key orders them.
+        key = 2 * np.abs(shifts).max(initial=0) + 1
+
+        def nearest(offsets):
+            return (np.abs(offsets[:, None] - shifts) * key + np.abs(shifts)).argmin(axis=1)
+
+        row, col = nearest(augmentation.dy), nearest(augmentation.dx)
         flip = augmentation.mirrored.astype(np.int64) if len(self.flips) == 2 else 0
         return (row * len(shifts) + col) * len(self.flips) + flip
 
