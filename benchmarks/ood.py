@@ -7,11 +7,16 @@ test split. Two operating points per score:
 - the threshold that keeps `--coverage` of the test images (80% by default), so models and
   scores compare at the same in-distribution cost.
 
+`--photos DIR` adds real photos that show none of the classes as one more kind (`photos`),
+read and resized exactly as `cifar-run` reads files.
+
 Scores, both from the file's (calibrated) probabilities, so the contract is kept:
 - `max`: the top probability;
 - `margin`: top minus second probability, which separates "two close classes" from "sure".
+An energy score (logsumexp of the logits) is not among them: from probabilities, the log-probabilities'
+logsumexp is 0 for every input, so it needs the logits that the contract does not expose.
 
-    python -m cifar_edge.benchmarks.ood --model accurate --limit 1000 --per-kind 100
+    python -m cifar_edge.benchmarks.ood --model accurate --limit 1000 --per-kind 100 --photos DIR
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import numpy as np
 from cifar_edge.runtime.classifier import Classifier
 from cifar_edge.runtime.data import ENV_VAR, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, positive_int, run_cli
+from cifar_edge.runtime.sources import expand_inputs, read_image_file
 
 KINDS = ("noise", "flat", "gradient", "checkerboard", "stripes", "text")
 SIDE = 128
@@ -72,8 +78,10 @@ def scores(probabilities: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def evaluate(model: str | None, test_images: np.ndarray, per_kind: int, coverage: float = 0.8, seed: int = 0,
-             threads: int | None = 1) -> dict:
-    """Rejection rates per kind at the model's threshold and at the `coverage` threshold of the test images."""
+             threads: int | None = 1, photos: list[np.ndarray] | None = None) -> dict:
+    """Rejection rates per kind at the model's threshold and at the `coverage` threshold of the test images.
+
+    `photos`: RGB images of any size that show none of the classes, reported as the kind `photos`."""
     classifier = Classifier(model, threads=threads, min_score=0)
 
     def calibrated(images):
@@ -83,9 +91,11 @@ def evaluate(model: str | None, test_images: np.ndarray, per_kind: int, coverage
     rng = np.random.default_rng(seed)
     inside = scores(calibrated(test_images))
     outside = {kind: scores(calibrated(generate(kind, per_kind, rng))) for kind in KINDS}
+    if photos:
+        outside["photos"] = scores(calibrated(photos))
     own = classifier.calibration.min_score if classifier.calibration else None
     report = {"model": classifier.model.name, "calibrated": classifier.calibration is not None, "test_images": len(test_images),
-              "per_kind": per_kind, "coverage_target": coverage, "operating_points": {}}
+              "per_kind": per_kind, "photos": len(photos or []), "kinds": list(outside), "coverage_target": coverage, "operating_points": {}}
     for score in ("max", "margin"):
         thresholds = {"at the model's threshold": own if score == "max" else None,
                       f"at {coverage:.0%} test coverage": float(np.quantile(inside[score], 1 - coverage))}
@@ -101,10 +111,12 @@ def evaluate(model: str | None, test_images: np.ndarray, per_kind: int, coverage
 
 
 def markdown(report: dict) -> str:
-    lines = [f"| {report['model']} | threshold | test coverage | " + " | ".join(KINDS) + " | all |",
-             "|---|---:|---:|" + "---:|" * (len(KINDS) + 1)]
+    """One row per operating point; `all` averages the kinds, each kind weighing the same."""
+    kinds = report["kinds"]
+    lines = [f"| {report['model']} | threshold | test coverage | " + " | ".join(kinds) + " | all |",
+             "|---|---:|---:|" + "---:|" * (len(kinds) + 1)]
     for name, point in report["operating_points"].items():
-        rejected = [point["rejected"][kind] for kind in KINDS]
+        rejected = [point["rejected"][kind] for kind in kinds]
         lines.append(f"| {name} | {point['threshold']:.3f} | {point['test_coverage']:.1%} | "
                      + " | ".join(f"{r:.0%}" for r in rejected) + f" | {np.mean(rejected):.0%} |")
     return "\n".join(lines)
@@ -116,11 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=positive_int, default=1000, help="class-balanced test images (default: 1000)")
     parser.add_argument("--per-kind", type=positive_int, default=100, help="generated images of each kind (default: 100)")
     parser.add_argument("--data", help=f"CIFAR-10 source (default: ${ENV_VAR})")
+    parser.add_argument("--photos", metavar="DIR", help="a folder of real photos that show none of the ten classes")
     args = parser.parse_args(argv)
 
     def body() -> int:
+        photos = None
+        if args.photos:
+            found = expand_inputs([args.photos])
+            problems = [item for item in found if isinstance(item, str)]
+            if problems:
+                raise ValueError(problems[0])
+            photos = [read_image_file(path) for path in found]
         test = load_cifar10(resolve_source(args.data)).test.balanced_subset(args.limit, 0)
-        report = evaluate(args.model, test.images, args.per_kind)
+        report = evaluate(args.model, test.images, args.per_kind, photos=photos)
         if not report["calibrated"]:
             print(f"{report['model']}: no calibration in its manifest: scores are raw, and there is no threshold of its own")
         print(markdown(report))

@@ -191,3 +191,8 @@ def test_ood_kinds_are_distinct_images_and_the_report_has_both_operating_points(
     point = report["operating_points"]["max at 80% test coverage"]
     assert point["test_coverage"] == pytest.approx(0.8, abs=0.05) and set(point["rejected"]) == set(ood.KINDS)
     assert "| max at 80% test coverage |" in ood.markdown(report)
+    photos = [np.full((48, 64, 3), 200, np.uint8), rng.integers(0, 256, (300, 200, 3), dtype=np.uint8)]
+    with_photos = ood.evaluate(str(out), small_dataset.test.images, per_kind=2, photos=photos)
+    assert with_photos["photos"] == 2 and with_photos["kinds"][-1] == "photos"
+    assert "photos" in with_photos["operating_points"]["max at 80% test coverage"]["rejected"]
+    assert ood.markdown(with_photos).splitlines()[0].endswith("| photos | all |")
