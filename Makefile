@@ -8,7 +8,7 @@ DATA ?= $(or $(CIFAR10_DATA),$(abspath $(wildcard ../shared/data/cifar10-jpeg.ta
 export CIFAR10_DATA := $(DATA)
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo demo-train clean
+.PHONY: setup test test-fast demo demo-train pi-check clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ demo: setup
 # A 46-second training run, to see cifar-train work end to end.
 demo-train: setup
 	$(BIN)/cifar-train --model resnet8 --epochs 3 --limit-train 5000 --out runs/demo
+
+# The runtime-only install and cifar-run on an emulated arm64 Pi OS (bookworm; PI_RELEASE=trixie for Python 3.13),
+# compared with this machine. Needs root on an x86-64 Debian or Ubuntu host; see tools/pi-check.sh.
+pi-check: setup
+	bash tools/pi-check.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
