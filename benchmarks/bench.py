@@ -37,12 +37,13 @@ from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, write_json, write_text
 from cifar_edge.runtime.formats import engine_for
+from cifar_edge.runtime.machine import cpu_model
+from cifar_edge.runtime.plots import plain_log_x_axis
+from cifar_edge.runtime.timing import MIN_RUNS, latency_stats, time_runs
 
 SCHEMA = "cifar-bench/1"
 BENCH_ENGINES = ("litert", "onnxruntime", "keras")
 MODEL_SUFFIXES = (".tflite", ".onnx", ".keras")
-#: Slow outliers (a context switch, a page fault) are left out of mean and std beyond this many robust sigmas.
-OUTLIER_SIGMAS = 5.0
 PLOT_NAME = "accuracy_vs_latency.png"
 # Accepted accuracies of the risk-coverage table: the coverage at each is the share of images answered.
 COVERAGE_TARGETS = (0.95, 0.98, 0.99)
@@ -79,8 +80,6 @@ class BenchOptions:
     """Timing is cut into slices this long, cycled over all rows (in alternating order), so a
     slow spell of a shared machine is spread over every row instead of landing on one."""
 
-
-MIN_RUNS = 10
 
 
 @dataclass
@@ -189,43 +188,6 @@ def _from_folder(folder: Path) -> list[Candidate]:
                                         export_images=manifest.get("validation_images"), model=tagged,
                                         calibration=row.get("calibration")))
     return candidates
-
-
-def latency_stats(seconds: list[float] | np.ndarray) -> dict:
-    """Percentiles of every run, and mean and std without the slow outliers.
-
-    Percentiles are robust by themselves; the mean is not, so runs slower than the median
-    by more than OUTLIER_SIGMAS robust standard deviations (1.4826 x MAD) are set aside
-    for it and counted.
-    """
-    ms = np.asarray(seconds, dtype=np.float64) * 1000
-    if ms.size == 0:
-        raise ValueError("no timings")
-    median = float(np.median(ms))
-    robust_sigma = 1.4826 * float(np.median(np.abs(ms - median)))
-    kept = ms[ms <= median + OUTLIER_SIGMAS * robust_sigma] if robust_sigma > 0 else ms
-    return {
-        "runs": int(ms.size),
-        "p50": round(median, 4),
-        "p90": round(float(np.percentile(ms, 90)), 4),
-        "p99": round(float(np.percentile(ms, 99)), 4),
-        "min": round(float(ms.min()), 4),
-        "mean": round(float(kept.mean()), 4),
-        "std": round(float(kept.std()), 4),
-        "outliers": int(ms.size - kept.size),
-    }
-
-
-def time_runs(function: Callable[[], object], warmup: int, min_time: float, min_runs: int = MIN_RUNS) -> list[float]:
-    for _ in range(warmup):
-        function()
-    times: list[float] = []
-    deadline = time.perf_counter() + min_time
-    while len(times) < min_runs or time.perf_counter() < deadline:
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return times
 
 
 class _PeakMemory:
@@ -436,7 +398,7 @@ def device_record(options: BenchOptions) -> dict:
             continue
     return {
         "name": options.device_name or socket.gethostname(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "architecture": platform.machine(),
         "os": platform.platform(),
@@ -444,19 +406,6 @@ def device_record(options: BenchOptions) -> dict:
         "threads": options.threads,
         "versions": versions,
     }
-
-
-def _cpu_model() -> str:
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or "unknown"
-    # x86 says "model name"; a Raspberry Pi says "Model" (the board) and the cores' names are bare.
-    for key in ("model name", "Model", "Hardware", "cpu model"):
-        for line in info.splitlines():
-            if line.split(":")[0].strip() == key:
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def count_steps(candidates: list[Candidate], options: BenchOptions) -> int:
@@ -611,7 +560,6 @@ def plot(results_list: list[dict], path: Path) -> Path | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     models = _several_models(results_list)
     figure, axes = plt.subplots(figsize=(8, 5.5))
@@ -629,11 +577,7 @@ def plot(results_list: list[dict], path: Path) -> Path | None:
             labelled.append((x, y, f"{row.get('model', '')} {label}" if models else label))
         front = [points[i] for i in pareto_front(points)]
         axes.step(*zip(*front), where="post", color=colour, alpha=0.5, linestyle="--")
-    axes.set_xscale("log")
-    # Plain numbers (0.2, 0.5, 1) rather than matplotlib's 2x10^-1 on a log axis; minor ticks at 2 and 5 only.
-    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-        lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""))
+    plain_log_x_axis(axes)
     axes.set_xlabel("p50 latency at batch 1 (ms, log scale)")
     axes.set_ylabel("test accuracy (%)")
     axes.set_title("Accuracy against latency; dashed: Pareto front")

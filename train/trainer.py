@@ -21,7 +21,6 @@ import dataclasses
 import importlib.util
 import logging
 import os
-import platform
 import re
 import shutil
 import sys
@@ -35,11 +34,14 @@ import numpy as np
 from cifar_edge.runtime import tta
 from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
+from cifar_edge.runtime.machine import cpu_model
+from cifar_edge.runtime.metrics import confusion_matrix
+from cifar_edge.runtime.plots import plot_confusion_matrix
 from cifar_edge.train.distill import DistillationLoss, TeacherCache, label_accuracy, packed_targets, prepare_teacher
 from cifar_edge.train.models import Recipe, create_model, get_spec
 from cifar_edge.train.optim import GroupSGD, LinearWarmupDecay, Lookahead
 from cifar_edge.train.pipeline import TrainingBatches, ViewGrid, one_hot
-from cifar_edge.train.report import confusion_matrix, history_csv, plot_confusion_matrix, plot_learning_curves
+from cifar_edge.train.report import history_csv, plot_learning_curves
 from cifar_edge.train.settings import (
     CHECKPOINT_DIR,
     HOLDOUT_SEED,
@@ -377,15 +379,7 @@ def describe_device() -> dict:
         import jax
 
         accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
-    return {"backend": backend, "accelerators": accelerators, "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
+    return {"backend": backend, "accelerators": accelerators, "cpu": cpu_model(), "cpu_count": os.cpu_count()}
 
 
 def _seconds_to_marks(history: list[dict]) -> dict[str, float | None]:
