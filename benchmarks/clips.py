@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cifar_edge.runtime.data import load_cifar10
+from cifar_edge.runtime.data import load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, run_cli
 from cifar_edge.runtime.files import atomic_path, writable_dir
 from cifar_edge.runtime.labels import CLASS_NAMES
@@ -70,7 +70,7 @@ def write_photos(images: np.ndarray, names: list[str], folder: Path, *, side: in
 
 def make_samples(data: str | None, out: Path) -> list[Path]:
     """The first test image of each class as a photo, and a 5-second clip of all ten."""
-    dataset = load_cifar10(data)
+    dataset = load_cifar10(resolve_source(data))  # None: $CIFAR10_DATA, else the download
     first = [int(np.flatnonzero(dataset.test.labels == class_id)[0]) for class_id in range(len(CLASS_NAMES))]
     images = dataset.test.images[first]
     photos = write_photos(images, [f"{i:02d}-{name}" for i, name in enumerate(CLASS_NAMES)], Path(out) / "images")
