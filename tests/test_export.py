@@ -271,14 +271,19 @@ def test_package_copies_the_int8_files_and_a_trimmed_manifest(tiny_export, tmp_p
     assert manifest["packaged_name"] == "tiny" and Classifier(target).model.format == "tflite-int8"
 
 
-def test_package_keeps_the_keras_source_beside_the_packaged_files(tiny_export, tmp_path):
+def test_package_keeps_the_keras_source_beside_the_packaged_files(tiny_export, tmp_path, monkeypatch):
     from cifar_edge.export.package import package_export
 
     out, export_manifest = tiny_export
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the manifest's paths must not depend on where this runs
     target = package_export(out, "tiny", destination=tmp_path / "packaged", sources=tmp_path / "sources")
     copied = tmp_path / "sources" / "tiny.keras"
     assert copied.read_bytes() == Path(export_manifest["source"]).read_bytes()
-    assert Path(json.loads((target / "manifest.json").read_text())["source"]).resolve() == copied.resolve()
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert not Path(manifest["source"]).is_absolute()
+    assert (target / manifest["source"]).resolve() == copied.resolve()
+    assert (target / manifest["exported_to"]).resolve() == Path(out).resolve()
 
 
 def test_package_refuses_a_format_that_did_not_pass(tmp_path):
