@@ -35,7 +35,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cifar_edge.runtime.data import Cifar10, Split, balanced_indices
+from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
 from cifar_edge.runtime.plots import plain_log_x_axis
@@ -230,9 +230,7 @@ def _tuner(settings: TuneSettings, search: _Search, directory: Path, resume: boo
 def carve_validation(dataset: Cifar10, settings: TuneSettings) -> tuple[Split, Split]:
     """Training images to fit on, and the disjoint class-balanced validation split that ranks trials."""
     pool = dataset.train.balanced_subset(settings.limit_train, settings.seed) if settings.limit_train else dataset.train
-    held = balanced_indices(pool.labels, max(10, round(len(pool) * settings.validation_fraction)), settings.seed + 1)
-    rest = np.setdiff1d(np.arange(len(pool)), held)
-    return Split(pool.images[rest], pool.labels[rest]), Split(pool.images[held], pool.labels[held])
+    return pool.balanced_split(max(10, round(len(pool) * settings.validation_fraction)), settings.seed + 1)
 
 
 def timing_images(dataset: Cifar10, settings: TuneSettings) -> Split:
