@@ -39,7 +39,7 @@ from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
 from cifar_edge.runtime.plots import plain_log_x_axis
-from cifar_edge.train.models import _contract_input, _probabilities, _scale_to_unit
+from cifar_edge.train.blocks import vgg
 from cifar_edge.train.search_space import (
     FILTER_STEP,
     TUNER_DIR,
@@ -70,26 +70,12 @@ class TuneResult:
 
 
 def build_candidate(values: dict, name: str = "tuned"):
-    """The model for one set of choices, keeping the model contract."""
-    layers = keras.layers
-    inputs = _contract_input()
-    x = _scale_to_unit(layers, inputs)
-    for block in range(values["blocks"]):
-        for _ in range(2):
-            x = layers.Conv2D(values[f"filters_{block}"], 3, padding="same", activation="relu", kernel_initializer="he_uniform")(x)
-            if values["batch_norm"]:
-                x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.MaxPooling2D(2)(x)
-        if values["dropout"]:
-            x = layers.Dropout(values["dropout"])(x)
-    x = layers.Flatten()(x)
-    for index in range(values["dense_layers"]):
-        x = layers.Dense(values[f"units_{index}"], activation="relu", kernel_initializer="he_uniform")(x)
-        if values["batch_norm"]:
-            x = layers.BatchNormalization(momentum=0.9)(x)
-        if values["dropout"]:
-            x = layers.Dropout(values["dropout"])(x)
-    return keras.Model(inputs, _probabilities(layers, x), name=name)
+    """The model for one set of choices, keeping the model contract: the registry's VGG builder."""
+    dropout = values["dropout"]
+    return vgg(name, tuple(values[f"filters_{block}"] for block in range(values["blocks"])),
+               dense_units=tuple(values[f"units_{index}"] for index in range(values["dense_layers"])),
+               block_dropouts=(dropout,) * values["blocks"], dense_dropouts=(dropout,) * values["dense_layers"],
+               batch_norm=bool(values["batch_norm"]), bn_momentum=0.9)
 
 
 def _choose(hp, space: SearchSpace) -> dict:
