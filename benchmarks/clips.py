@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cifar_edge.runtime.cli import VIDEO_CODECS
 from cifar_edge.runtime.data import load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, run_cli
 from cifar_edge.runtime.files import atomic_path, writable_dir
@@ -35,11 +36,11 @@ def frame_around(rgb: np.ndarray, size: tuple[int, int] = FRAME_SIZE) -> np.ndar
 
 
 def write_clip(images: np.ndarray, path: Path, *, size=FRAME_SIZE, fps: float = 20.0, frames_per_image: int = 1) -> Path:
-    """A video with each image held for `frames_per_image` frames (mp4v for .mp4, MJPG for .avi)."""
+    """A video with each image held for `frames_per_image` frames, in `cifar-run --save`'s codec for its suffix."""
     path = Path(path)
-    codec = {".mp4": "mp4v", ".avi": "MJPG"}.get(path.suffix.lower())
+    codec = VIDEO_CODECS.get(path.suffix.lower())
     if codec is None:
-        raise CifarEdgeError(f"{path}: use a .mp4 or .avi name")
+        raise CifarEdgeError(f"{path}: use a {' or '.join(VIDEO_CODECS)} name")
     with atomic_path(path) as temporary:
         writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*codec), fps, size)
         if not writer.isOpened():
