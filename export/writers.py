@@ -1,5 +1,5 @@
 """One writer per row of the format table (`cifar_edge.runtime.formats`), named after the row:
-`tflite-int8` is written by `tflite_int8`. `writer_for` finds it, so a new format is a table row
+`tflite-int8` is written by `write_tflite_int8`. `writer_for` finds it, so a new format is a table row
 and a function here, with no second table to keep.
 
 Each writer is `writer(work, target, calibration, selection, options) -> details`: it writes
@@ -25,10 +25,12 @@ from cifar_edge.export.tta_graph import with_tta
 from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.formats import ExportFormat
 
+WRITER_PREFIX = "write_"
+
 
 def writer_for(export_format: ExportFormat) -> Callable:
     """The function that writes `export_format`: the one named after its row."""
-    writer = globals().get(export_format.name.replace("-", "_"))
+    writer = globals().get(WRITER_PREFIX + export_format.name.replace("-", "_"))
     if not callable(writer):
         raise KeyError(f"no writer for format {export_format.name}")
     return writer
@@ -78,21 +80,21 @@ class Workspace:
         return self._cache["onnx"]
 
 
-def tflite_fp32(work, target, *_):
+def write_tflite_fp32(work, target, *_):
     convert_tflite(work.saved_model(float_input=False), target)
 
 
-def tflite_fp16(work, target, *_):
+def write_tflite_fp16(work, target, *_):
     import tensorflow as tf
 
     convert_tflite(work.saved_model(float_input=False), target, optimize=True, supported_types=[tf.float16])
 
 
-def tflite_dynamic(work, target, *_):
+def write_tflite_dynamic(work, target, *_):
     convert_tflite(work.saved_model(float_input=False), target, optimize=True)
 
 
-def tflite_int8(work, target, calibration, selection, options):
+def write_tflite_int8(work, target, calibration, selection, options):
     import tensorflow as tf
 
     def representative():
@@ -106,11 +108,11 @@ def tflite_int8(work, target, calibration, selection, options):
     return {"calibration_method": "minmax", **work.folded}
 
 
-def onnx_fp32(work, target, *_):
+def write_onnx_fp32(work, target, *_):
     target.write_bytes(work.onnx_fp32().read_bytes())
 
 
-def onnx_int8(work, target, calibration, selection, options):
+def write_onnx_int8(work, target, calibration, selection, options):
     from onnxruntime.quantization import CalibrationMethod
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

@@ -163,7 +163,7 @@ def test_a_failing_exporter_marks_only_its_format(tiny_model, small_dataset, tmp
     def broken(*_):
         raise RuntimeError("converter exploded")
 
-    monkeypatch.setattr(writers, "tflite_fp16", broken)
+    monkeypatch.setattr(writers, "write_tflite_fp16", broken)
     manifest = export_model(tiny_model, tmp_path, select_formats(["fp16"]), small_dataset, SMALL)
     rows = {row["format"]: row for row in manifest["files"]}
     assert rows["tflite-fp16"]["status"] == "export failed" and "converter exploded" in rows["tflite-fp16"]["error"]
