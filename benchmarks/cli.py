@@ -17,6 +17,7 @@ from cifar_edge.benchmarks.bench import (
     run_benchmark,
     write_outputs,
 )
+from cifar_edge.benchmarks.outputs import subset_sizes
 from cifar_edge.runtime.data import load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, non_negative_int, positive_float, positive_int, run_cli
 from cifar_edge.runtime.files import check_writable_dir, writable_dir
@@ -36,6 +37,7 @@ def batch_sizes(text: str) -> tuple[int, ...]:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="cifar-bench",
+        usage="%(prog)s [options] MODEL_OR_DIR [MODEL_OR_DIR ...] --out OUT\n       %(prog)s report DIR [DIR ...] --out OUT",
         description="Measure accuracy, latency, throughput, size and memory of model files on this machine.",
         epilog="cifar-bench report DIR ... --out DIR merges results from several runs or devices. "
         "Exit 1 if any row failed, 2 for bad input.",
@@ -123,6 +125,10 @@ def _report(argv: list[str]) -> int:
     check_writable_dir(args.out)
     runs = [run for given in args.results for run in read_results(given)]
     runs.sort(key=lambda run: run["device"]["name"])  # grouped by device, stable within one
+    sizes = subset_sizes(runs)
+    if len(sizes) > 1:
+        print(f"cifar-bench report: warning: the runs measured different numbers of test images ({', '.join(map(str, sizes))}; "
+              "different --limit): their accuracies are not on the same images", file=sys.stderr)
     out = writable_dir(args.out)
     paths = write_outputs(runs, out)
     print(markdown_table(runs), end="")

@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from cifar_edge.runtime.data import load_cifar10
+from cifar_edge.runtime.cli import VIDEO_CODECS
+from cifar_edge.runtime.data import load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, run_cli
 from cifar_edge.runtime.files import atomic_path, writable_dir
 from cifar_edge.runtime.labels import CLASS_NAMES
@@ -35,11 +36,11 @@ def frame_around(rgb: np.ndarray, size: tuple[int, int] = FRAME_SIZE) -> np.ndar
 
 
 def write_clip(images: np.ndarray, path: Path, *, size=FRAME_SIZE, fps: float = 20.0, frames_per_image: int = 1) -> Path:
-    """A video with each image held for `frames_per_image` frames (mp4v for .mp4, MJPG for .avi)."""
+    """A video with each image held for `frames_per_image` frames, in `cifar-run --save`'s codec for its suffix."""
     path = Path(path)
-    codec = {".mp4": "mp4v", ".avi": "MJPG"}.get(path.suffix.lower())
+    codec = VIDEO_CODECS.get(path.suffix.lower())
     if codec is None:
-        raise CifarEdgeError(f"{path}: use a .mp4 or .avi name")
+        raise CifarEdgeError(f"{path}: use a {' or '.join(VIDEO_CODECS)} name")
     with atomic_path(path) as temporary:
         writer = cv2.VideoWriter(str(temporary), cv2.VideoWriter_fourcc(*codec), fps, size)
         if not writer.isOpened():
@@ -70,7 +71,7 @@ def write_photos(images: np.ndarray, names: list[str], folder: Path, *, side: in
 
 def make_samples(data: str | None, out: Path) -> list[Path]:
     """The first test image of each class as a photo, and a 5-second clip of all ten."""
-    dataset = load_cifar10(data)
+    dataset = load_cifar10(resolve_source(data))  # None: $CIFAR10_DATA, else the download
     first = [int(np.flatnonzero(dataset.test.labels == class_id)[0]) for class_id in range(len(CLASS_NAMES))]
     images = dataset.test.images[first]
     photos = write_photos(images, [f"{i:02d}-{name}" for i, name in enumerate(CLASS_NAMES)], Path(out) / "images")

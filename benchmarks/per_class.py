@@ -21,6 +21,8 @@ from cifar_edge.runtime.data import Split, load_cifar10, resolve_source
 from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.errors import ArgumentParser, positive_int, run_cli
 from cifar_edge.runtime.labels import CLASS_NAMES
+from cifar_edge.runtime.metrics import confusion_matrix
+from cifar_edge.runtime.plots import plot_confusion_matrix
 
 
 @dataclass(frozen=True)
@@ -43,8 +45,6 @@ class PerClass:
 
 
 def per_class(model: str, split: Split, threads: int | None = None) -> PerClass:
-    from cifar_edge.train.report import confusion_matrix
-
     resolved = resolve_model(model)
     engine = open_engine(resolved.path, "auto", threads)
     predictions = engine.predict(split.images, batch_size=256).argmax(1)
@@ -77,8 +77,6 @@ def main(argv: list[str] | None = None) -> int:
         result = per_class(args.model, split, args.threads)
         print(markdown(result), end="")
         if args.image:
-            from cifar_edge.train.report import plot_confusion_matrix
-
             plot_confusion_matrix(result.confusion, result.class_names, args.image,
                                   title=f"{result.model} ({result.file.name}): {100 * result.accuracy:.2f}%")
             print(f"wrote {args.image}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from cifar_edge.benchmarks.clips import frame_around, write_clip
 from cifar_edge.runtime.classifier import Classifier
-from cifar_edge.runtime.data import load_cifar10
+from cifar_edge.runtime.data import load_cifar10, resolve_source
 from cifar_edge.runtime.engines import LiteRTEngine
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, positive_int, run_cli
 from cifar_edge.runtime.runner import classify_frames
@@ -68,7 +68,7 @@ def _accuracy(class_ids, labels) -> float:
 
 
 def measure(model: str | None, data: str | None, images: int, threads: int = 1, seed: int = 0) -> dict:
-    dataset = load_cifar10(data)
+    dataset = load_cifar10(resolve_source(data))  # None: $CIFAR10_DATA, else the download
     subset = dataset.test.balanced_subset(images, seed)
     classifier = Classifier(model, threads=threads)
     results: dict = {"model": classifier.info()["path"], "format": classifier.model.format, "engine": classifier.engine.version,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import sys
 
+from cifar_edge.export.options import CALIBRATION_METHODS
 from cifar_edge.runtime.data import ENV_VAR, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, non_negative_float, positive_int, run_cli
 from cifar_edge.runtime.files import check_writable_dir
-from cifar_edge.runtime.formats import FORMATS, select_formats
+from cifar_edge.runtime.formats import FORMATS, OPTIONS, formats_of_option, select_formats
 from cifar_edge.runtime.tta import TTA_MODES
 
 PROG = "cifar-export"
@@ -23,13 +24,15 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("model", help="the .keras file (from cifar-train)")
     parser.add_argument("--out", required=True, help="folder for the exported files and manifest.json")
-    parser.add_argument("--int8", action="store_true", help="add tflite-int8 and onnx-int8 (full integer, calibrated)")
-    parser.add_argument("--fp16", action="store_true", help="add tflite-fp16")
-    parser.add_argument("--dynamic", action="store_true", help="add tflite-dynamic (int8 weights, float activations)")
+    for option in OPTIONS:  # --int8, --fp16, --dynamic: one flag per option of the format table
+        added = formats_of_option(option)
+        calibrated = ", calibrated" if all(f.calibrated for f in added) else ""
+        parser.add_argument(f"--{option}", action="store_true",
+                            help=f"add {' and '.join(f.name for f in added)} ({added[0].description}{calibrated})")
     parser.add_argument("--all", action="store_true", help="write every format")
     parser.add_argument("--data", help=f"CIFAR-10 source (default: ${ENV_VAR}, else download)")
     parser.add_argument("--calibration-images", type=positive_int, default=500, help="training images for int8 calibration (default: 500)")
-    parser.add_argument("--calibration-method", choices=("auto", "minmax", "entropy", "percentile"), default="auto",
+    parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="auto",
                         help="ONNX int8 calibration; auto tries each and keeps the most accurate (default: auto)")
     parser.add_argument("--tta", choices=tuple(TTA_MODES), default="none",
                         help="test-time augmentation built into every exported graph: none, flip (2 views) or 6 views; "
@@ -47,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from cifar_edge.export.exporter import ExportOptions, export_model, find_holdout, load_keras_model
+    from cifar_edge.export.exporter import export_model, find_holdout, load_keras_model
+    from cifar_edge.export.options import ExportOptions
 
-    formats = select_formats(int8=args.int8, fp16=args.fp16, dynamic=args.dynamic, every=args.all)
+    formats = select_formats([option for option in OPTIONS if getattr(args, option)], every=args.all)
     check_writable_dir(args.out)
     model = load_keras_model(args.model)  # a bad model file fails before the data loads
     dataset = load_cifar10(resolve_source(args.data))

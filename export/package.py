@@ -3,7 +3,7 @@
     python -m cifar_edge.export.package runs/edge/export --name edge --sources models
 
 The packaged manifest keeps only the copied files' rows, and records the export folder it
-came from, so `cifar-run --model NAME --info` can say exactly what ships. With `--sources`,
+came from (its `source` and `exported_to` are relative to the manifest's folder), so `cifar-run --model NAME --info` can say exactly what ships. With `--sources`,
 the `.keras` model the export came from is copied there too (as NAME.keras), so the repo
 holds what every packaged file was made from.
 """
@@ -51,8 +51,9 @@ def package_export(export_dir: Path, name: str, formats=PACKAGED_FORMATS, destin
         with atomic_path(copied) as temporary:
             shutil.copyfile(source, temporary)
         source = str(copied)
-    # Paths relative to the repo (the working folder), so no machine's layout ships in the package.
-    packaged = {**manifest, "packaged_name": name, "source": os.path.relpath(source) if source else "", "exported_to": os.path.relpath(export_dir)}
+    # Paths relative to the manifest's own folder, wherever this ran from, so no machine's layout ships in the package.
+    packaged = {**manifest, "packaged_name": name, "source": os.path.relpath(Path(source).resolve(), target.resolve()) if source else "",
+                "exported_to": os.path.relpath(export_dir.resolve(), target.resolve())}
     packaged["files"] = [rows[f] for f in formats]
     write_json(target / "manifest.json", packaged)
     return target

@@ -17,11 +17,8 @@ read that file, well under a second for all 60,000 images.
 from __future__ import annotations
 
 import hashlib
-import importlib
-import io
 import logging
 import os
-import pickle
 import tarfile
 import time
 import urllib.error
@@ -29,14 +26,16 @@ import urllib.request
 import zipfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from cifar_edge.runtime.errors import CifarEdgeError
+# The in-memory dataset and the official batches live in their own modules; their names are
+# imported here too, where callers have always found them.
+from cifar_edge.runtime.batches import _BATCH_FILES, _from_python_batches
+from cifar_edge.runtime.dataset import Cifar10, DataError, Split, balanced_indices  # noqa: F401
 from cifar_edge.runtime.files import atomic_path
-from cifar_edge.runtime.labels import CLASS_NAMES, IMAGE_SIZE, NUM_CLASSES
+from cifar_edge.runtime.labels import CLASS_NAMES, IMAGE_SIZE
 from cifar_edge.runtime.preprocess import decode_rgb, fit_square
 
 log = logging.getLogger("cifar_edge.data")
@@ -50,84 +49,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLITS = ("train", "test")
 BAD_IMAGE_POLICIES = ("error", "skip")
 
-_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-_BATCH_FILES = (*_TRAIN_BATCHES, "test_batch")
 # Bumped whenever the decoded layout changes, so stale caches are never read.
 _CACHE_FORMAT = "1"
-
-
-class DataError(CifarEdgeError):
-    """The data source is missing, malformed, hostile or fails its checksum."""
-
-
-@dataclass(frozen=True)
-class Split:
-    """One split: images (N, 32, 32, 3) uint8 RGB and labels (N,) uint8 in 0..9."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def class_counts(self) -> np.ndarray:
-        return np.bincount(self.labels, minlength=NUM_CLASSES)
-
-    def balanced_subset(self, count: int, seed: int = 0) -> Split:
-        """`count` images drawn class by class in turn, so every class stays represented."""
-        if count >= len(self):
-            return self
-        chosen = balanced_indices(self.labels, count, seed)
-        return Split(self.images[chosen], self.labels[chosen])
-
-    def fingerprint(self) -> str:
-        """sha256 of the pixels and labels: what a cache or a held-out set belongs to."""
-        digest = hashlib.sha256(np.ascontiguousarray(self.images).data)
-        digest.update(np.ascontiguousarray(self.labels, np.int64).data)
-        return digest.hexdigest()
-
-    def balanced_split(self, count: int, seed: int = 0) -> tuple[Split, Split]:
-        """(the rest, `count` class-balanced images held out): disjoint, together the whole split."""
-        held = balanced_indices(self.labels, count, seed)
-        rest = np.setdiff1d(np.arange(len(self)), held)
-        return Split(self.images[rest], self.labels[rest]), Split(self.images[held], self.labels[held])
-
-
-def balanced_indices(labels: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
-    """Sorted indices of `count` items, dealt from the classes in turn in a seeded order."""
-    order = np.random.default_rng(seed).permutation(len(labels))
-    # Rank of each item within its class in the shuffled order; taking the lowest ranks
-    # first deals the classes out like cards.
-    rank = np.empty(len(labels), dtype=np.int64)
-    for class_id in range(NUM_CLASSES):
-        members = order[labels[order] == class_id]
-        rank[members] = np.arange(len(members))
-    return np.sort(order[np.lexsort((np.arange(len(order)), rank[order]))][:count])
-
-
-@dataclass(frozen=True)
-class Cifar10:
-    """Both splits, the class names and where they came from."""
-
-    train: Split
-    test: Split
-    class_names: tuple[str, ...] = CLASS_NAMES
-    source: str = ""
-    #: Unreadable images that were skipped (paths relative to the source).
-    skipped: tuple[str, ...] = field(default=())
-
-    def summary(self) -> str:
-        """A table of image counts per class and split."""
-        width = max(len(name) for name in self.class_names)
-        lines = [f"data: {self.source}", f"{'class':<{width}}  {'train':>6}  {'test':>6}"]
-        for name, n_train, n_test in zip(
-            self.class_names, self.train.class_counts(), self.test.class_counts(), strict=True
-        ):
-            lines.append(f"{name:<{width}}  {n_train:>6}  {n_test:>6}")
-        lines.append(f"{'total':<{width}}  {len(self.train):>6}  {len(self.test):>6}")
-        if self.skipped:
-            lines.append(f"skipped {len(self.skipped)} unreadable images")
-        return "\n".join(lines)
 
 
 def resolve_source(data: str | os.PathLike | None) -> str | None:
@@ -391,69 +314,3 @@ def _from_image_files(files: Iterator[tuple[str, str, str, bytes]], source: str)
             raise DataError(f"{source}: {split}/ holds no readable images")
         splits[split] = Split(np.stack(images), np.array(labels, dtype=np.uint8))
     return Cifar10(splits["train"], splits["test"], CLASS_NAMES, source, tuple(sorted(skipped)))
-
-
-# --- the official python batches -----------------------------------------------------
-
-
-class _ArrayOnlyUnpickler(pickle.Unpickler):
-    """Unpickles the official batch dicts, refusing every global but numpy's array rebuild.
-
-    A pickle can name any importable callable; this one resolves only the handful that
-    rebuild an ndarray, so a crafted file fails here instead of running its payload.
-    """
-
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        # Python 3 writes bytes in protocol 2 as _codecs.encode(str, "latin1").
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str):
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"{module}.{name}")
-        if module == "numpy.core.multiarray":
-            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
-        return getattr(importlib.import_module(module), name)
-
-
-def _unpickle(data: bytes, where: str) -> dict:
-    try:
-        loaded = _ArrayOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
-    except pickle.UnpicklingError as error:
-        raise DataError(
-            f"{where}: refused: the pickle asks for {error}, which an official CIFAR-10 batch never does"
-        ) from None
-    except Exception as error:  # a damaged pickle can raise almost anything
-        raise DataError(f"{where}: damaged batch file ({type(error).__name__}: {error})") from None
-    if not isinstance(loaded, dict):
-        raise DataError(f"{where}: not a CIFAR-10 batch (holds {type(loaded).__name__})")
-    return {key.decode() if isinstance(key, bytes) else key: value for key, value in loaded.items()}
-
-
-def _batch_arrays(data: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
-    batch = _unpickle(data, where)
-    pixels, labels = batch.get("data"), batch.get("labels")
-    if not isinstance(pixels, np.ndarray) or pixels.dtype != np.uint8 or pixels.ndim != 2 or pixels.shape[1] != 3072:
-        raise DataError(f"{where}: 'data' must be a uint8 array of shape (N, 3072)")
-    labels = np.asarray(labels if labels is not None else [], dtype=np.int64)
-    if labels.shape != (len(pixels),) or (labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES)):
-        raise DataError(f"{where}: 'labels' must hold one class id in 0..9 per image")
-    # Rows are planar R, G, B planes of 32x32; the contract is interleaved HWC RGB.
-    images = pixels.reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE).transpose(0, 2, 3, 1)
-    return np.ascontiguousarray(images), labels.astype(np.uint8)
-
-
-def _from_python_batches(files: dict[str, bytes], source: str) -> Cifar10:
-    train = [_batch_arrays(files[name], f"{source}:{name}") for name in _TRAIN_BATCHES]
-    test = _batch_arrays(files["test_batch"], f"{source}:test_batch")
-    return Cifar10(
-        train=Split(np.concatenate([t[0] for t in train]), np.concatenate([t[1] for t in train])),
-        test=Split(*test),
-        class_names=CLASS_NAMES,
-        source=source,
-    )
-

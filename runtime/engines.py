@@ -45,7 +45,7 @@ class Engine:
             # One call for the common case: a camera frame must not pay for slicing and concatenating.
             return self._run(images)
         outputs = [self._run(images[start : start + batch_size]) for start in range(0, len(images), batch_size)]
-        return np.concatenate(outputs) if outputs else np.zeros((0, 10), np.float32)
+        return np.concatenate(outputs)  # len(images) > batch_size: at least one batch
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -83,11 +83,6 @@ def _package_version(name: str) -> str:
         return f"{name} {metadata.version(name)}"
     except metadata.PackageNotFoundError:
         return name
-
-
-def litert_interpreter_class():
-    """The first LiteRT interpreter that is installed, newest package first."""
-    return _litert()[0]
 
 
 def _litert():

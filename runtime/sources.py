@@ -179,6 +179,7 @@ class Camera(FrameSource):
         self._latest: tuple[int, np.ndarray, float] | None = None
         self._count = 0
         self._ended = False
+        self._failure: str | None = None  # the driver's exception that ended the stream, for the user's error
         self._stop = threading.Event()
         self._grab, self._release = self._open(self.spec)
         self._thread = threading.Thread(target=self._read_forever, name=f"camera-{self.spec}", daemon=True)
@@ -227,7 +228,8 @@ class Camera(FrameSource):
         while not self._stop.is_set():
             try:
                 bgr = self._grab()
-            except Exception:  # a driver error mid-stream is a disconnect, reported by __iter__
+            except Exception as error:  # a driver error mid-stream ends the stream; __iter__ reports it with this reason
+                self._failure = f"{type(error).__name__}: {' '.join(str(error).split())[:200]}".rstrip(": ")
                 bgr = None
             with self._condition:
                 if bgr is None:
@@ -255,7 +257,8 @@ class Camera(FrameSource):
                 continue
             frames = self._count
             if ended:
-                raise SourceError(f"--camera {self.spec}: stream ended after {frames} frames (disconnected?)")
+                reason = f"the driver said {self._failure}" if self._failure else "disconnected?"
+                raise SourceError(f"--camera {self.spec}: stream ended after {frames} frames ({reason})")
             if not fresh:
                 raise SourceError(f"--camera {self.spec}: no frame for {self.timeout_s:g} s after {frames} frames (disconnected?)")
 

@@ -6,6 +6,7 @@ import csv
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -238,3 +239,68 @@ def test_per_class_accuracy_and_confusions_of_a_shipped_file(tiny_export, small_
     printed = capsys.readouterr().out
     assert f"{100 * result.accuracy:.2f}%" in printed and "| airplane |" in printed and image.stat().st_size > 10_000
     assert per_class_main([str(model), "--data", str(tmp_path / "missing")]) == 2
+
+
+def _second_run(results: dict, folder: Path, **changes) -> Path:
+    run = json.loads(json.dumps(results))
+    run["device"]["name"] = "test-box"  # the same machine again
+    run["created"] = changes.pop("created", "2026-12-01T10:00:00+00:00")
+    run["data"].update(changes)
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(run))
+    return folder
+
+
+def test_report_tells_runs_of_one_machine_apart(bench_run, tmp_path, capsys):
+    _, out, results = bench_run
+    again = _second_run(results, tmp_path / "again")
+    merged = tmp_path / "merged"
+    assert main(["report", str(out), str(again), "--out", str(merged)]) == 0
+    assert "warning" not in capsys.readouterr().err, "the same number of test images: nothing to warn about"
+    table = (merged / "results.md").read_text().splitlines()
+    assert table[0].startswith("| Run | Model | Format |")
+    labels = {line.split("|")[1].strip() for line in table[2:]}
+    assert len(labels) == 2 and all(label.startswith("test-box ") for label in labels), labels
+    with open(merged / "results.csv") as handle:
+        assert len({row["run"] for row in csv.DictReader(handle)}) == 2
+
+
+def test_run_labels_are_distinct_even_for_one_start_time():
+    from cifar_edge.benchmarks.outputs import run_labels
+
+    runs = [{"device": {"name": "vm"}, "created": "2026-12-01T10:00:00"}] * 2 + [{"device": {"name": "pi"}}]
+    assert run_labels(runs) == ["vm 2026-12-01 10:00 #1", "vm 2026-12-01 10:00 #2", "pi"]
+
+
+def test_report_warns_when_runs_measured_different_limits(bench_run, tmp_path, capsys):
+    _, out, results = bench_run
+    other = _second_run(results, tmp_path / "full", images=10000)
+    assert main(["report", str(out), str(other), "--out", str(tmp_path / "merged")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the runs measured different numbers of test images (100, 10000" in err
+
+
+def test_plot_of_a_small_limit_spans_a_few_points_of_accuracy(bench_run, tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    import matplotlib.figure
+
+    from cifar_edge.benchmarks import outputs
+
+    _, _, results = bench_run
+    run = json.loads(json.dumps(results))
+    for row in run["rows"]:
+        if row["status"] == "ok":
+            row["accuracy"] = 0.5  # every row the same: matplotlib alone would span a fraction of a point
+    spans = []
+    real_savefig = matplotlib.figure.Figure.savefig
+
+    def savefig(figure, *args, **kwargs):
+        (axes,) = figure.axes
+        spans.append((axes.get_ylim(), axes.get_ylabel()))
+        return real_savefig(figure, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", savefig)
+    outputs.plot([run], tmp_path / "plot.png")
+    ((low, high), label), = spans
+    assert high - low >= outputs.MIN_ACCURACY_SPAN_PP and low < 50 < high
+    assert "100 images" in label

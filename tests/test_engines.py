@@ -56,7 +56,7 @@ def test_no_litert_anywhere_says_what_to_install(monkeypatch):
 
     monkeypatch.setattr(engines.importlib, "import_module", missing)
     with pytest.raises(EngineError, match="ai-edge-litert"):
-        engines.litert_interpreter_class()
+        engines._litert()[0]
 
 
 def test_litert_falls_back_to_tflite_runtime(monkeypatch):
@@ -69,7 +69,7 @@ def test_litert_falls_back_to_tflite_runtime(monkeypatch):
         raise ImportError(name)
 
     monkeypatch.setattr(engines.importlib, "import_module", only_tflite_runtime)
-    assert engines.litert_interpreter_class() is FakeModule.Interpreter
+    assert engines._litert()[0] is FakeModule.Interpreter
 
 
 def test_the_format_table_maps_suffixes_to_engines():

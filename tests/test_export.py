@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -14,11 +16,11 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("tensorflow")
 onnx = pytest.importorskip("onnx")
 
-from cifar_edge.export import exporter  # noqa: E402
+from cifar_edge.export import converters, exporter, writers  # noqa: E402
 from cifar_edge.export.cli import main  # noqa: E402
 from cifar_edge.export.exporter import ExportError, ExportOptions, export_model, load_keras_model  # noqa: E402
 from cifar_edge.runtime.engines import open_engine  # noqa: E402
-from cifar_edge.runtime.formats import FORMATS, select_formats  # noqa: E402
+from cifar_edge.runtime.formats import FORMATS, OPTIONS, select_formats  # noqa: E402
 from cifar_edge.runtime.labels import CLASS_NAMES  # noqa: E402
 
 SMALL = ExportOptions(calibration_images=100, validate_images=100, max_accuracy_drop=100.0)
@@ -114,8 +116,8 @@ def test_calibration_comes_from_the_training_split_and_is_balanced(small_dataset
     ("flags", "expected"),
     [
         ({}, ["tflite-fp32", "onnx-fp32"]),
-        ({"int8": True}, ["tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"]),
-        ({"fp16": True, "dynamic": True}, ["tflite-fp32", "tflite-fp16", "tflite-dynamic", "onnx-fp32"]),
+        ({"options": ["int8"]}, ["tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8"]),
+        ({"options": ["fp16", "dynamic"]}, ["tflite-fp32", "tflite-fp16", "tflite-dynamic", "onnx-fp32"]),
         ({"every": True}, [f.name for f in FORMATS]),
     ],
 )
@@ -123,12 +125,46 @@ def test_flags_select_formats_from_the_table(flags, expected):
     assert [f.name for f in select_formats(**flags)] == expected
 
 
+def test_every_cli_flag_and_writer_comes_from_the_format_table():
+    from cifar_edge.export.cli import build_parser
+
+    assert set(OPTIONS) == {f.option for f in FORMATS} - {"default"}
+    flags = {action.dest for action in build_parser()._actions}
+    assert set(OPTIONS) <= flags
+    args = build_parser().parse_args(["m.keras", "--out", "o", *(f"--{o}" for o in OPTIONS)])
+    assert [f.name for f in select_formats([o for o in OPTIONS if getattr(args, o)])] == [f.name for f in FORMATS]
+    with pytest.raises(ValueError, match="unknown export option"):
+        select_formats(["int4"])
+
+
+@pytest.mark.parametrize("export_format", FORMATS, ids=lambda f: f.name)
+def test_every_format_has_a_writer(export_format):
+    assert callable(writers.writer_for(export_format))
+
+
+def test_a_format_without_a_writer_is_named():
+    with pytest.raises(KeyError, match="no writer for format tflite-int4"):
+        writers.writer_for(dataclasses.replace(FORMATS[0], name="tflite-int4"))
+
+
+@pytest.mark.parametrize("options, wrong", [
+    ({"calibration_method": "foo"}, "calibration_method must be one of auto, minmax, entropy, percentile, not 'foo'"),
+    ({"tta": "twice"}, "tta must be one of"),
+    ({"calibration_images": 0}, "calibration_images must be a whole number"),
+    ({"validate_images": 2.5}, "validate_images must be a whole number"),
+    ({"max_accuracy_drop": -1}, "max_accuracy_drop must be 0 or more"),
+])
+def test_export_options_are_checked_when_made(options, wrong):
+    with pytest.raises(ExportError, match=re.escape(wrong)):
+        ExportOptions(**options)
+
+
 def test_a_failing_exporter_marks_only_its_format(tiny_model, small_dataset, tmp_path, monkeypatch):
     def broken(*_):
         raise RuntimeError("converter exploded")
 
-    monkeypatch.setitem(exporter._EXPORTERS, "tflite-fp16", broken)
-    manifest = export_model(tiny_model, tmp_path, select_formats(fp16=True), small_dataset, SMALL)
+    monkeypatch.setattr(writers, "write_tflite_fp16", broken)
+    manifest = export_model(tiny_model, tmp_path, select_formats(["fp16"]), small_dataset, SMALL)
     rows = {row["format"]: row for row in manifest["files"]}
     assert rows["tflite-fp16"]["status"] == "export failed" and "converter exploded" in rows["tflite-fp16"]["error"]
     assert not list(tmp_path.glob("*fp16*")), "nothing half-written"
@@ -205,7 +241,7 @@ def test_contract_check_names_what_is_wrong(tmp_path):
 
 def test_int8_without_data_says_how_to_give_it(tiny_model, tmp_path):
     with pytest.raises(ExportError, match="--data"):
-        export_model(tiny_model, tmp_path, select_formats(int8=True), None)
+        export_model(tiny_model, tmp_path, select_formats(["int8"]), None)
 
 
 def test_unwritable_out_is_one_line(tiny_model, image_tree, tmp_path, capsys):
@@ -235,14 +271,19 @@ def test_package_copies_the_int8_files_and_a_trimmed_manifest(tiny_export, tmp_p
     assert manifest["packaged_name"] == "tiny" and Classifier(target).model.format == "tflite-int8"
 
 
-def test_package_keeps_the_keras_source_beside_the_packaged_files(tiny_export, tmp_path):
+def test_package_keeps_the_keras_source_beside_the_packaged_files(tiny_export, tmp_path, monkeypatch):
     from cifar_edge.export.package import package_export
 
     out, export_manifest = tiny_export
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the manifest's paths must not depend on where this runs
     target = package_export(out, "tiny", destination=tmp_path / "packaged", sources=tmp_path / "sources")
     copied = tmp_path / "sources" / "tiny.keras"
     assert copied.read_bytes() == Path(export_manifest["source"]).read_bytes()
-    assert Path(json.loads((target / "manifest.json").read_text())["source"]).resolve() == copied.resolve()
+    manifest = json.loads((target / "manifest.json").read_text())
+    assert not Path(manifest["source"]).is_absolute()
+    assert (target / manifest["source"]).resolve() == copied.resolve()
+    assert (target / manifest["exported_to"]).resolve() == Path(out).resolve()
 
 
 def test_package_refuses_a_format_that_did_not_pass(tmp_path):
@@ -266,7 +307,7 @@ def test_batch_norm_after_relu_folds_into_the_dense_without_changing_the_functio
     bn.set_weights([gamma, rng.normal(size=5).astype(np.float32), rng.random(5).astype(np.float32), rng.random(5).astype(np.float32) + 0.01])
     x = rng.normal(size=(64, 6)).astype(np.float32)
     before = model.predict(x, verbose=0)
-    assert exporter._fold_batch_norm_through_relu(model) == ["head"]
+    assert converters.fold_batch_norm_through_relu(model) == ["head"]
     np.testing.assert_allclose(model.predict(x, verbose=0), before, rtol=1e-4, atol=1e-5)
     g, _, _, variance = bn.get_weights()
     np.testing.assert_allclose(np.abs(g / np.sqrt(variance + bn.epsilon)), 1.0, rtol=1e-5)
@@ -289,7 +330,7 @@ def test_batch_norm_after_max_pool_folds_into_the_conv_without_changing_the_func
     bn.moving_variance.assign(np.array([1e-4, 0.3, 5.0, 40.0], np.float32))
     x = rng.normal(size=(16, 8, 8, 3)).astype(np.float32)
     before = model.predict(x, verbose=0)
-    assert exporter._fold_batch_norm_through_max_pool(model) == ["conv"]
+    assert converters.fold_batch_norm_through_max_pool(model) == ["conv"]
     np.testing.assert_allclose(model.predict(x, verbose=0), before, rtol=1e-4, atol=1e-4)
     gamma = np.asarray(bn.gamma) if scale else 1.0
     np.testing.assert_allclose(np.abs(gamma / np.sqrt(np.asarray(bn.moving_variance) + bn.epsilon)), 1.0, rtol=1e-5)
@@ -301,8 +342,8 @@ def test_batch_norm_is_left_alone_where_folding_would_change_the_function(tiny_m
     both = keras.layers.Concatenate()([keras.layers.BatchNormalization()(hidden), hidden])  # a second reader of the ReLU
     linear = keras.layers.BatchNormalization()(keras.layers.Dense(4)(inputs))  # no ReLU in between
     model = keras.Model(inputs, [both, linear])
-    assert exporter._fold_batch_norm_through_relu(model) == []
-    assert exporter._fold_batch_norm_through_relu(load_keras_model(tiny_model)) == []
+    assert converters.fold_batch_norm_through_relu(model) == []
+    assert converters.fold_batch_norm_through_relu(load_keras_model(tiny_model)) == []
 
 
 def test_tta_graph_computes_the_runtime_tables_views(tiny_model, small_dataset):
@@ -312,7 +353,7 @@ def test_tta_graph_computes_the_runtime_tables_views(tiny_model, small_dataset):
     model = load_keras_model(tiny_model)
     images = small_dataset.test.images[:16]
     for mode in tta.TTA_MODES:
-        in_graph = with_tta(exporter._float_input_copy(model), mode).predict(images, verbose=0)
+        in_graph = with_tta(converters.float_input_copy(model), mode).predict(images, verbose=0)
         in_numpy = tta.predict(lambda x: model.predict(x, verbose=0), images, mode)
         np.testing.assert_allclose(in_graph, in_numpy, atol=2e-5)
 
@@ -320,7 +361,7 @@ def test_tta_graph_computes_the_runtime_tables_views(tiny_model, small_dataset):
 def test_export_with_tta_puts_the_views_in_every_file(tiny_model, small_dataset, tmp_path):
     from cifar_edge.runtime import tta
 
-    formats = select_formats(int8=True)
+    formats = select_formats(["int8"])
     options = ExportOptions(calibration_images=100, validate_images=100, max_accuracy_drop=100.0, tta="flip", calibration_method="minmax")
     manifest = export_model(tiny_model, tmp_path, formats, small_dataset, options)
     assert manifest["tta"] == "flip" and manifest["tta_views"] == 2

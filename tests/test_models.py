@@ -64,3 +64,19 @@ def test_deep15_has_fifteen_convolutions():
 def test_unknown_model_names_the_known_ones():
     with pytest.raises(UnknownModelError, match="resnet8"):
         get_spec("resnet9000")
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_each_model_is_named_by_its_registry_entry(name):
+    assert create_model(name).name == name
+
+
+def test_tune_candidates_and_the_tutorial_models_share_one_vgg_builder():
+    from cifar_edge.train.blocks import vgg
+    from cifar_edge.train.tune import build_candidate
+
+    values = {"blocks": 3, "filters_0": 32, "filters_1": 64, "filters_2": 128, "dense_layers": 1, "units_0": 128,
+              "dropout": 0.0, "batch_norm": False, "learning_rate": 0.01}
+    # The same choices as vgg3 give vgg3's layers, and the builder is the one the registry uses.
+    assert [type(layer).__name__ for layer in build_candidate(values).layers] == [type(layer).__name__ for layer in create_model("vgg3").layers]
+    assert build_candidate(values).count_params() == create_model("vgg3").count_params() == vgg("x", (32, 64, 128)).count_params()

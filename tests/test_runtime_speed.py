@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
+from cifar_edge.benchmarks import runtime_speed
 from cifar_edge.benchmarks.clips import frame_around, make_samples, write_clip
 from cifar_edge.benchmarks.runtime_speed import classifier_overhead, measure
-from cifar_edge.runtime import Classifier
+from cifar_edge.runtime import Classifier, data
 from conftest import export_file
 
 
@@ -29,6 +31,31 @@ def test_clip_holds_each_image_for_the_asked_frames(small_dataset, tmp_path):
 def test_samples_are_one_photo_per_class_and_a_clip(image_tree, tmp_path):
     written = make_samples(str(image_tree), tmp_path)
     assert len([p for p in written if p.suffix == ".jpg"]) == 10 and written[-1].name == "clip.mp4"
+
+
+def test_samples_read_the_data_from_the_environment_without_a_download(image_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR10_DATA", str(image_tree))
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download although CIFAR10_DATA is set")
+
+    monkeypatch.setattr(data, "download_official", no_download)
+    written = make_samples(None, tmp_path)
+    assert len([p for p in written if p.suffix == ".jpg"]) == 10
+
+
+def test_runtime_speed_reads_the_data_from_the_environment(image_tree, monkeypatch):
+    monkeypatch.setenv("CIFAR10_DATA", str(image_tree))
+    asked = []
+
+    def load(source):
+        asked.append(source)
+        raise KeyboardInterrupt  # stop before any measuring: only the source matters here
+
+    monkeypatch.setattr(runtime_speed, "load_cifar10", load)
+    with pytest.raises(KeyboardInterrupt):
+        measure(None, None, images=20)
+    assert asked == [str(image_tree)]
 
 
 def test_measure_reports_overhead_video_and_photo_paths(tiny_export, image_tree):

@@ -236,7 +236,24 @@ def test_dry_run_prints_summaries_and_writes_nothing(image_tree, tmp_path, capsy
     assert "airplane        30      10" in printed and "total          300     100" in printed
     assert "training would use 300 train and 100 test images" in printed
     assert "Total params" in printed
+    assert "Recipe(" not in printed and "\n  epochs: 400\n" in printed and "\n  learning rate: 0.001\n" in printed
     assert not out.exists()
+
+
+def test_help_names_model_and_out_as_required():
+    from cifar_edge.train.cli import build_parser
+
+    usage = build_parser().format_usage()
+    assert "--model NAME --out DIR" in usage and "[--model" not in usage and "[--out" not in usage
+
+
+def test_the_parser_has_one_flag_per_settings_field():
+    # RUN_FLAGS and TrainSettings.command() derive from the fields; the parser must not drift from them.
+    from cifar_edge.train.cli import build_parser
+    from cifar_edge.train.settings import RUN_FLAGS
+
+    flags = {action.dest for action in build_parser()._actions}
+    assert set(RUN_FLAGS) <= flags
 
 
 def _hostile_pickle_tarball(path: Path, dataset, marker: Path) -> Path:

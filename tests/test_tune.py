@@ -179,3 +179,27 @@ def test_every_tuner_runs_under_the_budget(tuner, small_dataset, tmp_path):
     assert all(t["status"] == ("ok" if t["blocks"] == 2 else "rejected: latency") for t in result.trials)
     assert all(1 <= t["epochs"] <= 3 for t in result.trials if t["status"] == "ok")
     assert result.best is None or result.best["blocks"] == 2
+
+
+def test_a_budget_needs_the_latency_function_passed_in(small_dataset, tmp_path):
+    # train/ does not time models itself (that needs the exporter): cifar-tune's CLI passes int8_latency in.
+    from cifar_edge.train.tune import tune
+
+    with pytest.raises(TuneError, match="latency_of"):
+        tune(TuneSettings(max_trials=1, epochs=1, space=TINY, latency_budget_ms=1.0), small_dataset, tmp_path)
+
+
+def test_the_cli_times_candidates_with_int8_latency(small_dataset, image_tree, tmp_path, monkeypatch, capsys):
+    from cifar_edge.train import int8_timing
+
+    timed = []
+
+    def int8_latency(calibration, threads):
+        timed.append(len(calibration))
+        return lambda model: 1e6  # every candidate over budget: nothing trains
+
+    monkeypatch.setattr(int8_timing, "int8_latency", int8_latency)
+    code = main(["--out", str(tmp_path / "out"), "--data", str(image_tree), "--latency-budget-ms", "1", "--max-trials", "1",
+                 "--blocks", "2-2", "--filters", "32-32", "--dense-layers", "0-0"])
+    assert code == 2 and timed == [100]
+    assert "even the smallest model" in capsys.readouterr().err

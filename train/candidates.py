@@ -26,8 +26,8 @@ def compare(names: list[str], calibration, rounds: int, seconds: float, threads:
     """One row per model: parameters, int8 file size, median p50 latency (ms) and its ratio to the first model's."""
     from cifar_edge.export.exporter import convert
     from cifar_edge.runtime.formats import get_format
+    from cifar_edge.train.int8_timing import int8_latency
     from cifar_edge.train.models import create_model
-    from cifar_edge.train.tune import int8_latency
 
     models = {name: create_model(name) for name in names}
     sizes = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -54,13 +55,15 @@ def _unit_interval(text: str) -> float:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog=PROG,
+        # --model and --out are required for a new run; --resume needs only --out, --list-models neither.
+        usage="%(prog)s --model NAME --out DIR [options]\n       %(prog)s --resume --out DIR [options]\n       %(prog)s --list-models",
         description="Train a CIFAR-10 model from the registry and write model.keras, history, plots and metrics to --out.",
         epilog=f"Data: --data PATH, else ${ENV_VAR}, else the official download. Defaults for epochs, batch size "
         "and learning rate come from each model's recipe (see --list-models).",
     )
-    parser.add_argument("--model", help="registry name (see --list-models)")
+    parser.add_argument("--model", metavar="NAME", help="registry name (see --list-models); required for a new run")
     parser.add_argument("--epochs", type=positive_int, help="epochs to train (default: the model's recipe)")
-    parser.add_argument("--out", help="run directory for every output")
+    parser.add_argument("--out", metavar="DIR", help="run directory for every output; required, but for --dry-run and --list-models")
     parser.add_argument("--data", help=f"CIFAR-10 source: official tarball or folder, image-folder tree or its tar (default: ${ENV_VAR}, else download)")
     parser.add_argument("--batch-size", type=positive_int, help="images per step (default: the model's recipe)")
     parser.add_argument("--learning-rate", type=positive_float, help="peak learning rate (default: the model's recipe)")
@@ -141,7 +144,9 @@ def _run(args) -> int:
               f"{settings.limit_test or len(dataset.test)} test images (class-balanced subsets when limited)")
         model = create_model(settings.model)
         model.summary(print_fn=lambda line, **_: print(line))
-        print(f"recipe: {settings.recipe()}")
+        print("recipe:")
+        for name, value in dataclasses.asdict(settings.recipe()).items():
+            print(f"  {name.replace('_', ' ')}: {value:g}" if isinstance(value, float) else f"  {name.replace('_', ' ')}: {value}")
         print("dry run: nothing trained, nothing written")
         return 0
 

@@ -12,21 +12,24 @@ that makes it reach its figure belong together.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.labels import NUM_CLASSES
-
-# Keras' default BN momentum, 0.99, leaves a third of the initial statistics in the
-# moving averages after 100 steps: short runs then test far below their training
-# accuracy (resnet8, 3 epochs of 5,000 images: 17.9% against 42.4% with 0.9). Long runs
-# do as well with 0.9, so our own models use it throughout.
-BN_MOMENTUM = 0.9
-
-# Per-channel statistics of the CIFAR-10 training split, on the 0..1 scale.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+from cifar_edge.train.blocks import (
+    BN_MOMENTUM,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    contract_input,
+    functional_model,
+    keras_layers,
+    probability_head,
+    scale_to_unit,
+    standardize,
+    vgg,
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class ModelSpec:
 
     name: str
     builder: Callable[[], object]
+    """Builds the model, named after its registry entry."""
     description: str
     recipe: Recipe
     prepare: Callable[[object, object], None] | None = None
@@ -106,8 +110,10 @@ class UnknownModelError(CifarEdgeError):
 
 
 def register(name: str, description: str, recipe: Recipe, **extra):
-    def decorate(builder: Callable[[], object]) -> Callable[[], object]:
-        _REGISTRY[name] = ModelSpec(name, builder, description, recipe, **extra)
+    """Add the decorated `builder(name)` to the registry under `name`, which it is called with:
+    the name is typed once, and the built model carries it."""
+    def decorate(builder: Callable[[str], object]) -> Callable[[str], object]:
+        _REGISTRY[name] = ModelSpec(name, functools.partial(builder, name), description, recipe, **extra)
         return builder
 
     return decorate
@@ -141,90 +147,30 @@ def create_model(name: str):
     return get_spec(name).builder()
 
 
-# --- shared pieces -------------------------------------------------------------------
-
-
-def _layers():
-    # Keras is imported on first build, so listing the registry stays instant.
-    import keras
-
-    return keras.layers
-
-
-def _contract_input():
-    import keras
-
-    return keras.Input(shape=(32, 32, 3), dtype="uint8", name="image")
-
-
-def _scale_to_unit(layers, inputs):
-    return layers.Rescaling(1.0 / 255, name="scale")(inputs)
-
-
-def _standardize(layers, inputs):
-    # One multiply-add per channel: (x / 255 - mean) / std.
-    scale = [1.0 / (255 * s) for s in CIFAR10_STD]
-    offset = [-m / s for m, s in zip(CIFAR10_MEAN, CIFAR10_STD, strict=True)]
-    return layers.Rescaling(scale=scale, offset=offset, name="standardize")(inputs)
-
-
-def _probabilities(layers, x, use_bias: bool = True):
-    x = layers.Dense(NUM_CLASSES, use_bias=use_bias, name="logits")(x)
-    # float32 softmax even under a mixed policy: half-precision probabilities round badly.
-    return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-
-
-def _model(inputs, outputs, name: str):
-    import keras
-
-    return keras.Model(inputs, outputs, name=name)
-
-
 # --- the tutorials' VGG-style models -------------------------------------------------
 
 # The tutorials' optimizer: plain SGD at 0.001 with momentum 0.9, batch 64, 100 epochs.
 _TUTORIAL = Recipe(epochs=100, batch_size=64, learning_rate=0.001, momentum=0.9)
 
 
-def _vgg(name: str, widths: tuple[int, ...], dropouts=None, dense_dropout=None, batch_norm=False):
-    layers = _layers()
-    inputs = _contract_input()
-    x = _scale_to_unit(layers, inputs)
-    for block, width in enumerate(widths):
-        for _ in range(2):
-            x = layers.Conv2D(width, 3, padding="same", activation="relu", kernel_initializer="he_uniform")(x)
-            if batch_norm:
-                x = layers.BatchNormalization()(x)
-        x = layers.MaxPooling2D(2)(x)
-        if dropouts:
-            x = layers.Dropout(dropouts[block])(x)
-    x = layers.Flatten()(x)
-    x = layers.Dense(128, activation="relu", kernel_initializer="he_uniform")(x)
-    if batch_norm:
-        x = layers.BatchNormalization()(x)
-    if dense_dropout:
-        x = layers.Dropout(dense_dropout)(x)
-    return _model(inputs, _probabilities(layers, x), name)
-
-
 @register("vgg1", "tutorial baseline: 1 VGG block (32 filters), dense 128; 67.1% reported", _TUTORIAL)
-def vgg1():
-    return _vgg("vgg1", (32,))
+def vgg1(name):
+    return vgg(name, (32,))
 
 
 @register("vgg2", "tutorial baseline: 2 VGG blocks (32, 64); 71.1% reported", _TUTORIAL)
-def vgg2():
-    return _vgg("vgg2", (32, 64))
+def vgg2(name):
+    return vgg(name, (32, 64))
 
 
 @register("vgg3", "tutorial baseline: 3 VGG blocks (32, 64, 128); 73.5% reported", _TUTORIAL)
-def vgg3():
-    return _vgg("vgg3", (32, 64, 128))
+def vgg3(name):
+    return vgg(name, (32, 64, 128))
 
 
 @register("vgg3-dropout", "3 VGG blocks with dropout 0.2 after each block and the dense layer; 83.5% reported", _TUTORIAL)
-def vgg3_dropout():
-    return _vgg("vgg3-dropout", (32, 64, 128), dropouts=(0.2, 0.2, 0.2), dense_dropout=0.2)
+def vgg3_dropout(name):
+    return vgg(name, (32, 64, 128), block_dropouts=(0.2, 0.2, 0.2), dense_dropouts=(0.2,))
 
 
 @register(
@@ -232,8 +178,8 @@ def vgg3_dropout():
     "3 VGG blocks, dropout growing 0.2/0.3/0.4/0.5, batch norm, flip + 10% shift; 88.6% reported after 400 epochs",
     Recipe(epochs=400, batch_size=64, learning_rate=0.001, momentum=0.9, flip=True, shift_pixels=3),
 )
-def vgg3_plus():
-    return _vgg("vgg3-plus", (32, 64, 128), dropouts=(0.2, 0.3, 0.4), dense_dropout=0.5, batch_norm=True)
+def vgg3_plus(name):
+    return vgg(name, (32, 64, 128), block_dropouts=(0.2, 0.3, 0.4), dense_dropouts=(0.5,), batch_norm=True)
 
 
 @register(
@@ -244,10 +190,10 @@ def vgg3_plus():
         schedule="cosine", warmup_epochs=2, label_smoothing=0.1, flip=True, shift_pixels=4,
     ),
 )
-def deep15():
-    layers = _layers()
-    inputs = _contract_input()
-    x = _scale_to_unit(layers, inputs)
+def deep15(name):
+    layers = keras_layers()
+    inputs = contract_input()
+    x = scale_to_unit(layers, inputs)
     for stage, width in enumerate((32, 64, 128)):
         if stage:
             x = layers.MaxPooling2D(2)(x)
@@ -258,7 +204,7 @@ def deep15():
     x = layers.GlobalMaxPooling2D()(x)
     x = layers.Dropout(0.25)(x)
     x = layers.Dense(500, activation="relu")(x)
-    return _model(inputs, _probabilities(layers, x), "deep15")
+    return functional_model(inputs, probability_head(layers, x), name)
 
 
 # --- the edge model ------------------------------------------------------------------
@@ -278,7 +224,7 @@ def resnet(name: str, widths: tuple[int, int, int] = (16, 32, 64), separable: bo
     """
     import keras
 
-    layers = _layers()
+    layers = keras_layers()
     # As in the MLPerf Tiny reference: he_normal kernels with L2 1e-4, BN after every conv.
     # Only the BN momentum differs (0.9, not 0.99); inference is the same graph.
     regularizer = keras.regularizers.L2(1e-4)
@@ -292,8 +238,8 @@ def resnet(name: str, widths: tuple[int, int, int] = (16, 32, 64), separable: bo
         x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
         return layers.Conv2D(width, 1, **conv_options)(x)
 
-    inputs = _contract_input()
-    x = _scale_to_unit(layers, inputs)
+    inputs = contract_input()
+    x = scale_to_unit(layers, inputs)
     x = layers.Conv2D(widths[0], 3, **conv_options)(x)
     x = layers.ReLU()(layers.BatchNormalization(momentum=BN_MOMENTUM)(x))
     for width, stride in zip(widths, (1, 2, 2), strict=True):
@@ -306,11 +252,11 @@ def resnet(name: str, widths: tuple[int, int, int] = (16, 32, 64), separable: bo
         x = layers.ReLU()(layers.Add()([x, y]))
     x = layers.AveragePooling2D(pool_size=8)(x)
     x = layers.Flatten()(x)
-    return _model(inputs, _probabilities(layers, x), name)
+    return functional_model(inputs, probability_head(layers, x), name)
 
 
 def _register_resnet(name: str, description: str, **options) -> None:
-    register(name, description, _RESNET8_RECIPE)(lambda: resnet(name, **options))
+    register(name, description, _RESNET8_RECIPE)(lambda registered_name: resnet(registered_name, **options))
 
 
 _register_resnet("resnet8", "MLPerf Tiny image-classification reference: ResNet v1, 16/32/64 filters, ~78K params, ~12.5M MACs")
@@ -332,8 +278,8 @@ _register_resnet("resnet8-sep40", "ResNet-8 at 40/80/160 filters with depthwise-
         tta="flip",
     ),
 )
-def fast():
-    layers = _layers()
+def fast(name):
+    layers = keras_layers()
 
     def conv_bn_relu(x, width, pool=False):
         x = layers.Conv2D(width, 3, padding="same", use_bias=False, kernel_initializer="he_normal")(x)
@@ -344,14 +290,14 @@ def fast():
         x = layers.BatchNormalization(momentum=0.6)(x)
         return layers.ReLU()(x)
 
-    inputs = _contract_input()
-    x = _standardize(layers, inputs)
+    inputs = contract_input()
+    x = standardize(layers, inputs)
     x = conv_bn_relu(x, 32)
     for width in (64, 256, 256):
         x = conv_bn_relu(x, width, pool=True)
         x = conv_bn_relu(x, width)
     x = layers.GlobalMaxPooling2D()(x)
-    return _model(inputs, _probabilities(layers, x, use_bias=False), "fast")
+    return functional_model(inputs, probability_head(layers, x, use_bias=False), name)
 
 
 # --- the speed-record model ----------------------------------------------------------
@@ -402,11 +348,11 @@ def _airbench(name: str, widths: tuple[int, int, int]):
 
     from cifar_edge.train.whitening import with_identity
 
-    layers = _layers()
+    layers = keras_layers()
     # PyTorch's default init for conv and linear layers: uniform within +-1/sqrt(fan_in).
     init = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")
-    inputs = _contract_input()
-    x = _standardize(layers, inputs)
+    inputs = contract_input()
+    x = standardize(layers, inputs)
     # 2x2 patch whitening, 24 filters, no padding (32 -> 31): its kernel is set from the
     # data before training and then frozen; its bias trains for the first epochs.
     x = layers.Conv2D(24, 2, padding="valid", kernel_initializer=init, name="whiten")(x)
@@ -423,7 +369,7 @@ def _airbench(name: str, widths: tuple[int, int, int]):
     x = layers.Dense(NUM_CLASSES, use_bias=False, kernel_initializer=init, name="logits")(x)
     x = layers.Rescaling(1 / 9, name="logit_scale")(x)
     outputs = layers.Activation("softmax", dtype="float32", name="probabilities")(x)
-    model = _model(inputs, outputs, name)
+    model = functional_model(inputs, outputs, name)
     for layer in model.layers:
         if isinstance(layer, layers.Conv2D) and layer.kernel_size == (3, 3):
             layer.kernel.assign(with_identity(keras.ops.convert_to_numpy(layer.kernel)))
@@ -435,5 +381,5 @@ def _airbench(name: str, widths: tuple[int, int, int]):
     "Keras port of airbench94: 2x2 whitening stem, GELU, conv-pool-BN blocks 64/256/256, lookahead, alternating flip, 6-view TTA",
     AIRBENCH_RECIPE, prepare=_prepare_airbench, frozen=("whiten/kernel",),
 )
-def airbench94():
-    return _airbench("airbench94", (64, 256, 256))
+def airbench94(name):
+    return _airbench(name, (64, 256, 256))

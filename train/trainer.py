@@ -16,15 +16,12 @@ so `resume=True` continues a killed run losing at most the epoch in progress.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import logging
 import os
-import platform
 import re
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,11 +32,14 @@ import numpy as np
 from cifar_edge.runtime import tta
 from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
+from cifar_edge.runtime.metrics import confusion_matrix
+from cifar_edge.runtime.plots import plot_confusion_matrix
+from cifar_edge.train.device import describe_device, distribution_scope, global_policy, library_versions, precision_policy
 from cifar_edge.train.distill import DistillationLoss, TeacherCache, label_accuracy, packed_targets, prepare_teacher
 from cifar_edge.train.models import Recipe, create_model, get_spec
 from cifar_edge.train.optim import GroupSGD, LinearWarmupDecay, Lookahead
 from cifar_edge.train.pipeline import TrainingBatches, ViewGrid, one_hot
-from cifar_edge.train.report import confusion_matrix, history_csv, plot_confusion_matrix, plot_learning_curves
+from cifar_edge.train.report import history_csv, plot_learning_curves
 from cifar_edge.train.settings import (
     CHECKPOINT_DIR,
     HOLDOUT_SEED,
@@ -77,13 +77,13 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     test_split = _limit(dataset.test, settings.limit_test, settings.seed)
     device = describe_device()
     recipe = settings.recipe()
-    policy = _precision_policy(settings.mixed_precision, device)
+    policy = precision_policy(settings.mixed_precision, device)
     keras.utils.set_random_seed(settings.seed)
     teacher, teacher_info = None, None
     if settings.teacher:
         grid = ViewGrid.for_recipe(recipe.shift_pixels, settings.distill_shift_step, recipe.flip)
         teacher, teacher_info = prepare_teacher(out, settings.teacher, grid, train_split, test_split, resume=state is not None)
-    with _global_policy(policy):
+    with global_policy(policy):
         model, history, earlier_seconds = _fit(settings, recipe, train_split, test_split, out, state, started, verbose,
                                                dataset.source, teacher)
     # The delivered model is rebuilt uncompiled (clone_model would keep the compile
@@ -122,7 +122,7 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
             "holdout": {"images": len(holdout), "seed": HOLDOUT_SEED, "sha256": holdout.fingerprint()} if holdout else None,
         },
         "teacher": teacher_info,
-        "versions": _versions(),
+        "versions": library_versions(),
         "command": settings.command(dataset.source, skip_bad_images=bool(dataset.skipped)),
     }
     files = _write_outputs(out, final, history, metrics, config, dataset.class_names)
@@ -146,7 +146,7 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
         test_targets = packed_targets(test_targets, teacher.test)
     total_steps = settings.epochs * len(batches)
     lookahead = Lookahead(recipe.lookahead_every, recipe.lookahead_decay, total_steps) if recipe.lookahead_every else None
-    with _distribution_scope(settings.distribute):
+    with distribution_scope(settings.distribute):
         if state is not None:
             try:
                 model = keras.models.load_model(checkpoint / "model.keras")
@@ -321,73 +321,6 @@ def _compile(model, recipe: Recipe, steps_per_epoch: int, frozen: tuple[str, ...
     model.compile(optimizer=optimizer, loss=loss, metrics=[accuracy])
 
 
-def _precision_policy(mixed_precision: str, device: dict) -> str:
-    if mixed_precision == "on" or (mixed_precision == "auto" and device["accelerators"]):
-        return "mixed_float16"
-    if mixed_precision == "bfloat16":
-        # Not chosen by auto: on CPUs without native bfloat16 (AVX512-BF16 or AMX) it is
-        # emulated and slower than float32.
-        return "mixed_bfloat16"
-    return "float32"
-
-
-@contextlib.contextmanager
-def _global_policy(policy: str):
-    """Keras' dtype policy is process-wide: set it for the run, then put the old one back."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(policy)
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
-
-
-@contextlib.contextmanager
-def _distribution_scope(distribute: str):
-    if distribute == "none":
-        yield
-        return
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        with tf.distribute.MirroredStrategy().scope():
-            yield
-    elif backend == "jax":
-        # Keras' JAX counterpart of MirroredStrategy: replicate, split each batch.
-        keras.distribution.set_distribution(keras.distribution.DataParallel())
-        try:
-            yield
-        finally:
-            keras.distribution.set_distribution(None)
-    else:
-        raise TrainError(f"--distribute mirrored needs the tensorflow or jax backend, not {backend}")
-
-
-def describe_device() -> dict:
-    """The backend, its accelerators and the CPU this process trains on."""
-    backend = keras.backend.backend()
-    accelerators: list[str] = []
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        for gpu in tf.config.list_physical_devices("GPU"):
-            accelerators.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
-    elif backend == "jax":
-        import jax
-
-        accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
-    return {"backend": backend, "accelerators": accelerators, "cpu": _cpu_model(), "cpu_count": os.cpu_count()}
-
-
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def _seconds_to_marks(history: list[dict]) -> dict[str, float | None]:
     """Wall seconds from the run's start to the end of the first epoch whose test accuracy
     (single view, on the run's test images) reached each mark; None if none did."""
@@ -403,13 +336,3 @@ def _images_per_second(history: list[dict], train_images: int) -> float | None:
     # The first epoch also compiles the step function; leave it out when there are others.
     steady = seconds[1:] if len(seconds) > 1 else seconds
     return round(train_images / float(np.median(steady)), 1) if steady else None
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    versions = {"python": sys.version.split()[0], "keras": keras.__version__, "backend": keras.backend.backend(), "numpy": np.__version__}
-    for package in ("cifar-edge", "tensorflow", "jax"):
-        with contextlib.suppress(PackageNotFoundError):
-            versions[package] = version(package)
-    return versions

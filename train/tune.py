@@ -22,13 +22,11 @@ An output folder holds, when finished:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,10 +35,11 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from cifar_edge.runtime.data import Cifar10, Split, balanced_indices
+from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
-from cifar_edge.train.models import _contract_input, _probabilities, _scale_to_unit
+from cifar_edge.runtime.plots import plain_log_x_axis
+from cifar_edge.train.blocks import vgg
 from cifar_edge.train.search_space import (
     FILTER_STEP,
     TUNER_DIR,
@@ -71,26 +70,12 @@ class TuneResult:
 
 
 def build_candidate(values: dict, name: str = "tuned"):
-    """The model for one set of choices, keeping the model contract."""
-    layers = keras.layers
-    inputs = _contract_input()
-    x = _scale_to_unit(layers, inputs)
-    for block in range(values["blocks"]):
-        for _ in range(2):
-            x = layers.Conv2D(values[f"filters_{block}"], 3, padding="same", activation="relu", kernel_initializer="he_uniform")(x)
-            if values["batch_norm"]:
-                x = layers.BatchNormalization(momentum=0.9)(x)
-        x = layers.MaxPooling2D(2)(x)
-        if values["dropout"]:
-            x = layers.Dropout(values["dropout"])(x)
-    x = layers.Flatten()(x)
-    for index in range(values["dense_layers"]):
-        x = layers.Dense(values[f"units_{index}"], activation="relu", kernel_initializer="he_uniform")(x)
-        if values["batch_norm"]:
-            x = layers.BatchNormalization(momentum=0.9)(x)
-        if values["dropout"]:
-            x = layers.Dropout(values["dropout"])(x)
-    return keras.Model(inputs, _probabilities(layers, x), name=name)
+    """The model for one set of choices, keeping the model contract: the registry's VGG builder."""
+    dropout = values["dropout"]
+    return vgg(name, tuple(values[f"filters_{block}"] for block in range(values["blocks"])),
+               dense_units=tuple(values[f"units_{index}"] for index in range(values["dense_layers"])),
+               block_dropouts=(dropout,) * values["blocks"], dense_dropouts=(dropout,) * values["dense_layers"],
+               batch_norm=bool(values["batch_norm"]), bn_momentum=0.9)
 
 
 def _choose(hp, space: SearchSpace) -> dict:
@@ -119,40 +104,6 @@ def count_macs(model) -> int:
         elif isinstance(layer, keras.layers.Dense):
             total += layer.input.shape[-1] * layer.units
     return int(total)
-
-
-def int8_latency(calibration: Split, threads: int | None, seconds: float = 1.0) -> Callable[[object], float]:
-    """A function giving a model's int8 TFLite p50 latency at batch 1 here, in ms."""
-    from cifar_edge.benchmarks.bench import latency_stats, time_runs
-    from cifar_edge.export.exporter import convert
-    from cifar_edge.runtime.engines import open_engine
-    from cifar_edge.runtime.formats import get_format
-
-    def measure(model) -> float:
-        with tempfile.TemporaryDirectory(prefix="cifar-tune-") as scratch:
-            target = Path(scratch) / "candidate.tflite"
-            with _native_stderr_silenced():
-                result = convert(model, get_format("tflite-int8"), target, calibration)
-            if result.status != "passed":
-                raise TuneError(f"could not convert a candidate to tflite-int8 to time it: {result.error}")
-            engine = open_engine(target, "litert", threads)
-            image = calibration.images[:1]
-            return latency_stats(time_runs(lambda: engine.predict(image), warmup=20, min_time=seconds))["p50"]
-
-    return measure
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """The TFLite converter prints a line per conversion from C++, and a search converts many."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 # --- the search ------------------------------------------------------------------------------
@@ -265,9 +216,12 @@ def _tuner(settings: TuneSettings, search: _Search, directory: Path, resume: boo
 def carve_validation(dataset: Cifar10, settings: TuneSettings) -> tuple[Split, Split]:
     """Training images to fit on, and the disjoint class-balanced validation split that ranks trials."""
     pool = dataset.train.balanced_subset(settings.limit_train, settings.seed) if settings.limit_train else dataset.train
-    held = balanced_indices(pool.labels, max(10, round(len(pool) * settings.validation_fraction)), settings.seed + 1)
-    rest = np.setdiff1d(np.arange(len(pool)), held)
-    return Split(pool.images[rest], pool.labels[rest]), Split(pool.images[held], pool.labels[held])
+    return pool.balanced_split(max(10, round(len(pool) * settings.validation_fraction)), settings.seed + 1)
+
+
+def timing_images(dataset: Cifar10, settings: TuneSettings) -> Split:
+    """The training images int8 candidates are calibrated and timed on."""
+    return carve_validation(dataset, settings)[0].balanced_subset(100, settings.seed)
 
 
 def check_out_dir(out: Path, settings: TuneSettings, resume: bool) -> None:
@@ -284,13 +238,17 @@ def check_out_dir(out: Path, settings: TuneSettings, resume: bool) -> None:
 
 def tune(settings: TuneSettings, dataset: Cifar10, out_dir: str | os.PathLike, *, resume: bool = False,
          latency_of: Callable[[object], float] | None = None, on_trial: Callable[[dict], None] | None = None) -> TuneResult:
-    """Run (or continue) the search and write its outputs; `latency_of(model)` overrides the timing."""
+    """Run (or continue) the search and write its outputs.
+
+    `latency_of(model)` gives a candidate's latency in ms, needed with a latency budget:
+    `cifar-tune` passes `cifar_edge.train.int8_timing.int8_latency` on `timing_images(...)`.
+    """
     settings.check()
     out = writable_dir(out_dir)
     check_out_dir(out, settings, resume)
     fit_split, validation = carve_validation(dataset, settings)
     if settings.latency_budget_ms and latency_of is None:
-        latency_of = int8_latency(fit_split.balanced_subset(100, settings.seed), settings.threads)
+        raise TuneError("a latency budget needs latency_of, a function timing a model (cifar-tune passes int8_latency)")
     _check_reachable(settings, latency_of)
     if not resume:
         write_json(out / "search.json", {"settings": settings.as_dict(), "status": "running"})
@@ -400,7 +358,6 @@ def plot_trials(trials: list[dict], settings: TuneSettings, best: dict | None, p
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import matplotlib.ticker
 
     by_latency = bool(settings.latency_budget_ms)
     key, label = ("latency_ms", "int8 TFLite p50 latency at batch 1 (ms, log)") if by_latency else ("params", "parameters (log)")
@@ -419,11 +376,7 @@ def plot_trials(trials: list[dict], settings: TuneSettings, best: dict | None, p
         axes.scatter([best[key]], [100 * best["val_accuracy"]], marker="*", s=250, color="C1", label="best", zorder=4)
     if by_latency:
         axes.axvline(settings.latency_budget_ms, color="C3", linestyle="--", alpha=0.6, label="budget")
-    axes.set_xscale("log")
-    # Plain numbers (0.2, 0.5, 1) rather than matplotlib's 2x10^-1 on a log axis; minor ticks at 2 and 5 only.
-    axes.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}"))
-    axes.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(
-        lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else ""))
+    plain_log_x_axis(axes)
     axes.set_xlabel(label)
     axes.set_ylabel("validation accuracy (%)")
     axes.set_title(f"cifar-tune: {len(trials)} {settings.tuner} trials")

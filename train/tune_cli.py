@@ -108,9 +108,11 @@ def _run(args) -> int:
     check_writable_dir(args.out)
     # Everything cheap is checked; only now load the data and pay for TensorFlow.
     dataset = load_cifar10(resolve_source(args.data))
-    from cifar_edge.train.tune import tune
+    from cifar_edge.train.int8_timing import int8_latency
+    from cifar_edge.train.tune import timing_images, tune
 
-    result = tune(settings, dataset, args.out, resume=args.resume, on_trial=_print_trial)
+    latency_of = int8_latency(timing_images(dataset, settings), settings.threads) if settings.latency_budget_ms else None
+    result = tune(settings, dataset, args.out, resume=args.resume, latency_of=latency_of, on_trial=_print_trial)
     print((result.out_dir / "trials.md").read_text(), end="")
     for name, path in result.files.items():
         print(f"  {name:<12} {path}")

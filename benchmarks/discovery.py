@@ -1,0 +1,66 @@
+"""The files `cifar-bench` measures: model files as given, and export folders through their manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cifar_edge.benchmarks.records import BENCH_ENGINES, BenchError, Candidate
+from cifar_edge.runtime.classifier import resolve_model
+from cifar_edge.runtime.formats import MODEL_SUFFIXES, REFERENCE_ENGINE, REFERENCE_SUFFIX, engine_for
+
+
+def find_candidates(inputs: list[str], engines: tuple[str, ...] = BENCH_ENGINES) -> list[Candidate]:
+    """Model files and export folders as rows to measure, in the order given."""
+    candidates: list[Candidate] = []
+    for given in inputs:
+        path = Path(given).expanduser()
+        if path.is_file():
+            if path.suffix.lower() not in MODEL_SUFFIXES:
+                raise BenchError(f"{given}: not a model file (expected {', '.join(MODEL_SUFFIXES)})")
+            calibration = resolve_model(path).calibration
+            candidates.append(Candidate(path, engine_for(path), path.suffix.lower().lstrip("."), reference=path.suffix == REFERENCE_SUFFIX,
+                                        calibration=calibration.as_dict() if calibration else None))
+        elif path.is_dir():
+            found = _from_folder(path)
+            if not found:
+                raise BenchError(f"{given}: folder holds no manifest.json and no {', '.join(MODEL_SUFFIXES)} files")
+            candidates.extend(found)
+        else:
+            raise BenchError(f"{given}: no such file or folder")
+    chosen = [c for c in candidates if c.engine in engines]
+    if not chosen:
+        raise BenchError(f"no model files for engine {', '.join(engines)} in {', '.join(inputs)}")
+    return chosen
+
+
+def _from_folder(folder: Path) -> list[Candidate]:
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        return [Candidate(p, engine_for(p), p.suffix.lstrip("."), reference=p.suffix == REFERENCE_SUFFIX)
+                for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES]
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        rows = manifest["files"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise BenchError(f"{manifest_path}: not an export manifest ({error})") from None
+    candidates = []
+    name = manifest.get("model") or ""
+    # Files with test-time augmentation in the graph are their own rows ("fast+tta6"), so
+    # a table of both exports shows what the views cost and buy. The .keras source sees
+    # one view, so the manifest's (TTA) Keras accuracy is not its figure.
+    with_tta = manifest.get("tta", "none") != "none"
+    tagged = f"{name}+tta{manifest.get('tta_views')}" if with_tta else name
+    # A packaged manifest's source is relative to its folder; an export's is absolute.
+    source = folder / manifest["source"] if manifest.get("source") else None
+    if source is not None and source.suffix == REFERENCE_SUFFIX and source.is_file():
+        candidates.append(Candidate(source, REFERENCE_ENGINE, REFERENCE_ENGINE, reference=True,
+                                    export_accuracy=None if with_tta else manifest.get("keras_accuracy"),
+                                    export_images=manifest.get("validation_images"), model=name))
+    for row in rows:
+        path = folder / row["file"]
+        if path.is_file():
+            candidates.append(Candidate(path, row["engine"], row["format"], export_accuracy=row.get("accuracy"),
+                                        export_images=manifest.get("validation_images"), model=tagged,
+                                        calibration=row.get("calibration")))
+    return candidates

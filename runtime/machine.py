@@ -1,0 +1,20 @@
+"""What machine this is, for the records of training runs and benchmarks."""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    """The CPU's name: x86's "model name", else a Raspberry Pi's board ("Model") and the like."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine() or "unknown"
+    # x86 says "model name"; a Raspberry Pi says "Model" (the board) and the cores' names are bare.
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        for line in info.splitlines():
+            if line.split(":")[0].strip() == key:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine() or "unknown"
