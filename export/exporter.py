@@ -39,6 +39,7 @@ from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, sha256_file, writable_dir, write_json
 from cifar_edge.runtime.formats import ExportFormat
 from cifar_edge.runtime.labels import CLASS_NAMES, INPUT_CONTRACT, OUTPUT_CONTRACT
+from cifar_edge.runtime.quiet import native_notices_filtered
 from cifar_edge.runtime.tta import views
 
 log = logging.getLogger("cifar_edge.export")
@@ -491,7 +492,7 @@ def _convert_tflite(saved_model: Path, target: Path, *, optimize=False, supporte
         converter.inference_input_type = input_type
     if output_type is not None:
         converter.inference_output_type = output_type
-    with _quiet():
+    with _quiet(), native_notices_filtered():  # the converter's C++ prints "fully_quantize: ..." per int8 file
         target.write_bytes(converter.convert())
     _strip_tensor_names(target)
 

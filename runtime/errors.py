@@ -8,13 +8,30 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from cifar_edge.runtime import quiet
+
 
 class CifarEdgeError(Exception):
     """Bad input from the user: reported as one line, with no traceback."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (`prog: error: ...`), exit 2."""
+    """argparse, but a usage error is one line (`prog: error: ...`), exit 2.
+
+    Every CLI gets `--verbose`: the native libraries' log lines (TensorFlow, LiteRT, FFmpeg) are
+    quiet unless it is given (see `quiet`), and the choice is made as the arguments are parsed,
+    before any of those libraries starts.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--verbose", action="store_true",
+                          help="also show the native libraries' own log lines (TensorFlow, LiteRT, FFmpeg), quiet by default")
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        quiet.configure(verbose=bool(getattr(parsed, "verbose", False)))
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
