@@ -41,25 +41,25 @@ def build_parser() -> ArgumentParser:
         "Exit 1 if any row failed, 2 for bad input.",
     )
     parser.add_argument("models", nargs="+", metavar="MODEL_OR_DIR", help=".tflite/.onnx/.keras files, or export folders with manifest.json")
-    parser.add_argument("--out", required=True, type=Path, help="folder for results.json, .csv, .md and the plot")
-    parser.add_argument("--data", help="CIFAR-10 source (default: $CIFAR10_DATA, else download)")
-    parser.add_argument("--limit", type=positive_int, help="test images, class-balanced (default: all 10,000)")
-    parser.add_argument("--threads", type=positive_int, help="engine threads (default: each engine's choice)")
-    parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 32), help="throughput batch sizes (default: 1,32)")
-    parser.add_argument("--min-time", type=positive_float, default=2.0, help="seconds of timed runs per batch size (default: 2)")
-    parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs before timing (default: 10)")
-    parser.add_argument("--device-name", help="this machine's label in merged reports (default: host name)")
+    parser.add_argument("--out", metavar="DIR", required=True, type=Path, help="folder for results.json, .csv, .md and the plot")
+    parser.add_argument("--data", metavar="PATH", help="CIFAR-10 source (default: $CIFAR10_DATA, else download)")
+    parser.add_argument("--limit", metavar="N", type=positive_int, help="test images, class-balanced (default: all 10,000)")
+    parser.add_argument("--threads", metavar="N", type=positive_int, help="engine threads (default: each engine's choice)")
+    parser.add_argument("--batch-sizes", metavar="B[,B...]", type=batch_sizes, default=(1, 32), help="throughput batch sizes (default: 1,32)")
+    parser.add_argument("--min-time", metavar="S", type=positive_float, default=2.0, help="seconds of timed runs per batch size (default: 2)")
+    parser.add_argument("--warmup", metavar="N", type=non_negative_int, default=10, help="untimed runs before timing (default: 10)")
+    parser.add_argument("--device-name", metavar="NAME", help="this machine's label in merged reports (default: host name)")
     parser.add_argument("--engines", nargs="+", choices=BENCH_ENGINES, default=list(BENCH_ENGINES), help="engines to measure (default: all)")
-    parser.add_argument("--slice-time", type=positive_float, default=0.25,
+    parser.add_argument("--slice-time", metavar="S", type=positive_float, default=0.25,
                         help="timing is cut into slices this long, cycled over all rows, against machine drift (default: 0.25)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="test subset seed; 0 matches cifar-export validation (default: 0)")
+    parser.add_argument("--seed", metavar="S", type=non_negative_int, default=0, help="test subset seed; 0 matches cifar-export validation (default: 0)")
     return parser
 
 
 def build_report_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="cifar-bench report", description="Merge cifar-bench results into one table and plot, grouped by device.")
     parser.add_argument("results", nargs="+", metavar="DIR", help="cifar-bench output folders (or results.json files)")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", metavar="DIR", required=True, type=Path)
     return parser
 
 

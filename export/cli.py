@@ -22,20 +22,20 @@ def build_parser() -> ArgumentParser:
         epilog=f"Formats: {table}. Data for calibration and validation: --data PATH, else ${ENV_VAR}, else the official download.",
     )
     parser.add_argument("model", help="the .keras file (from cifar-train)")
-    parser.add_argument("--out", required=True, help="folder for the exported files and manifest.json")
+    parser.add_argument("--out", metavar="DIR", required=True, help="folder for the exported files and manifest.json")
     parser.add_argument("--int8", action="store_true", help="add tflite-int8 and onnx-int8 (full integer, calibrated)")
     parser.add_argument("--fp16", action="store_true", help="add tflite-fp16")
     parser.add_argument("--dynamic", action="store_true", help="add tflite-dynamic (int8 weights, float activations)")
     parser.add_argument("--all", action="store_true", help="write every format")
-    parser.add_argument("--data", help=f"CIFAR-10 source (default: ${ENV_VAR}, else download)")
-    parser.add_argument("--calibration-images", type=positive_int, default=500, help="training images for int8 calibration (default: 500)")
+    parser.add_argument("--data", metavar="PATH", help=f"CIFAR-10 source (default: ${ENV_VAR}, else download)")
+    parser.add_argument("--calibration-images", metavar="N", type=positive_int, default=500, help="training images for int8 calibration (default: 500)")
     parser.add_argument("--calibration-method", choices=("auto", "minmax", "entropy", "percentile"), default="auto",
                         help="ONNX int8 calibration; auto tries each and keeps the most accurate (default: auto)")
     parser.add_argument("--tta", choices=tuple(TTA_MODES), default="none",
                         help="test-time augmentation built into every exported graph: none, flip (2 views) or 6 views; "
                         "each view costs one more network pass (default: none)")
-    parser.add_argument("--validate-images", type=positive_int, default=2000, help="test images each file is checked on (default: 2000)")
-    parser.add_argument("--max-accuracy-drop", type=non_negative_float, default=1.0,
+    parser.add_argument("--validate-images", metavar="N", type=positive_int, default=2000, help="test images each file is checked on (default: 2000)")
+    parser.add_argument("--max-accuracy-drop", metavar="PP", type=non_negative_float, default=1.0,
                         help="percentage points a file may lose against Keras (default: 1.0)")
     return parser
 

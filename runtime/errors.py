@@ -92,7 +92,13 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        return int(main() or 0)
+        code = int(main() or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`cifar-run --json ... | head -1`): stop quietly, as Unix tools do.
+        _stdout_to_devnull()
+        return 128 + 13  # what a shell reports for a process ended by SIGPIPE
     except CifarEdgeError as error:
         message = " ".join(str(error).split())  # one line, whatever the message held
         print(f"{prog}: error: {message}", file=sys.stderr)
@@ -103,3 +109,17 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     finally:
         # The handler holds the stderr of this call; a later caller (a test, a notebook) may have another.
         logger.removeHandler(handler)
+
+
+def _stdout_to_devnull() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's last flush of stdout finds no closed pipe."""
+    import io
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return  # a stdout with no file descriptor (a test's capture) has no pipe to close
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

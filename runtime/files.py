@@ -62,6 +62,21 @@ def check_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     return path
 
 
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """Fail early, creating nothing, unless `path`'s folder exists and takes files."""
+    path = Path(path).expanduser().absolute()
+    folder = path.parent
+    if not folder.exists():
+        raise CifarEdgeError(f"{flag} {path}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise CifarEdgeError(f"{flag} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CifarEdgeError(f"{flag} {path}: cannot write in {folder} (no permission)")
+    if path.is_dir():
+        raise CifarEdgeError(f"{flag} {path}: is a folder; give a file name")
+    return path
+
+
 def writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     """Create `path` if needed and prove it can take files; one-line error if not."""
     path = Path(path)

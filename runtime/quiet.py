@@ -47,6 +47,12 @@ NOTICES = re.compile(
             r"Created TensorFlow Lite XNNPACK delegate for CPU",
             r"fully_quantize: \d+, inference_type: \d+",
             r"Estimated count of arithmetic ops",
+            r"Corrupt JPEG data",
+            r"Premature end of JPEG file",
+            r"Invalid SOS parameters for sequential JPEG",
+            r"Unsupported marker type",
+            r"libpng (warning|error)",
+            r"^\[ *(WARN|INFO):\d+@",  # OpenCV's own log, for a codec that warns before we report the file
         )
     )
 )
@@ -55,6 +61,8 @@ NOISY_IMPORTS = ("tensorflow",)
 ENVIRONMENT = {"TF_CPP_MIN_LOG_LEVEL": "3", "OPENCV_FFMPEG_LOGLEVEL": "-8"}
 
 _verbose = False
+_depth = 0
+_held = None
 
 
 def configure(verbose: bool = False) -> None:
@@ -79,7 +87,8 @@ def is_verbose() -> bool:
 @contextmanager
 def native_notices_filtered() -> Iterator[None]:
     """Hold what native code writes to fd 2, then write back every line that is not a known notice."""
-    if _verbose:
+    global _depth, _held
+    if _verbose or _depth:  # an enclosing window holds fd 2 already
         yield
         return
     try:
@@ -88,22 +97,26 @@ def native_notices_filtered() -> Iterator[None]:
     except (OSError, ValueError):  # no fd 2 to borrow (a closed or replaced stderr): nothing to filter
         yield
         return
-    with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
+    if _held is None:
+        _held = tempfile.TemporaryFile()  # one per process: a new one per window costs more than the window
+    _held.seek(0)
+    _held.truncate()
+    os.dup2(_held.fileno(), 2)
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
         try:
-            yield
+            sys.stderr.flush()  # Python's own writes in the window land in the held file too, in order
         finally:
-            try:
-                sys.stderr.flush()
-            except (OSError, ValueError):
-                pass  # a stderr that cannot flush has nothing of ours to keep
             os.dup2(saved, 2)
             os.close(saved)
-            held.seek(0)
-            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True) if not NOTICES.search(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+        _held.seek(0)
+        kept = [line for line in _held.read().decode(errors="replace").splitlines(keepends=True) if not NOTICES.search(line)]
+        if kept:
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 class _QuietImports(importlib.abc.MetaPathFinder):
