@@ -20,6 +20,7 @@ from cifar_edge.benchmarks.bench import (
 from cifar_edge.runtime.data import load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, non_negative_int, positive_float, positive_int, run_cli
 from cifar_edge.runtime.files import check_writable_dir, writable_dir
+from cifar_edge.runtime.integrity import SKIP_FLAG, verify_model_file
 
 
 def batch_sizes(text: str) -> tuple[int, ...]:
@@ -52,6 +53,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--engines", nargs="+", choices=BENCH_ENGINES, default=list(BENCH_ENGINES), help="engines to measure (default: all)")
     parser.add_argument("--slice-time", metavar="S", type=positive_float, default=0.25,
                         help="timing is cut into slices this long, cycled over all rows, against machine drift (default: 0.25)")
+    parser.add_argument(SKIP_FLAG, action="store_true",
+                        help="measure model files even though they differ from the sha256 in the manifest beside them")
     parser.add_argument("--seed", metavar="S", type=non_negative_int, default=0, help="test subset seed; 0 matches cifar-export validation (default: 0)")
     return parser
 
@@ -77,6 +80,9 @@ def _bench(argv: list[str]) -> int:
                            slice_time=args.slice_time)
     check_writable_dir(args.out)
     candidates = find_candidates(args.models, options.engines)
+    if not args.skip_integrity_check:
+        for candidate in candidates:
+            verify_model_file(candidate.path)  # before the data loads: a damaged file is a one-line error
     source = resolve_source(args.data)
     dataset = load_cifar10(source)
     split = dataset.test.balanced_subset(options.limit, options.seed) if options.limit else dataset.test

@@ -14,6 +14,7 @@ from cifar_edge.runtime.classifier import DEFAULT_MODEL, Classifier, packaged_mo
 from cifar_edge.runtime.engines import DEVICES, ENGINES
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, positive_int, run_cli
 from cifar_edge.runtime.files import atomic_path, check_output_file
+from cifar_edge.runtime.integrity import SKIP_FLAG
 from cifar_edge.runtime.labels import NUM_CLASSES
 from cifar_edge.runtime.preprocess import FITS
 from cifar_edge.runtime.runner import Result, RunStats, annotate, classify_frames
@@ -62,6 +63,8 @@ def build_parser() -> ArgumentParser:
         help="also try centred crops of these fractions of the frame's square, keeping the most confident answer, "
         "for subjects that fill only part of the frame; each fraction costs one more inference (default: 1, the whole square)",
     )
+    parser.add_argument(SKIP_FLAG, action="store_true",
+                        help="use a model file even though it differs from the sha256 in the manifest beside it (a file you changed on purpose)")
     parser.add_argument("--info", action="store_true", help="describe the resolved model and exit (unless inputs are given too)")
     return parser
 
@@ -113,7 +116,7 @@ def _main(argv: list[str] | None) -> int:
         _check_gui()
 
     classifier = Classifier(args.model, engine=args.engine, device=args.device, threads=args.threads, fit=args.fit,
-                            min_score=args.min_score, zoom=args.zoom)
+                            min_score=args.min_score, zoom=args.zoom, check_integrity=not args.skip_integrity_check)
     if classifier.calibration is None:
         print(f"cifar-run: notice: {classifier.model.path.name} carries no calibration (exported before it, or from a model "
               "trained without --holdout): its scores are raw" + (", and no answer is 'unknown'" if args.min_score == "auto" else ""),
