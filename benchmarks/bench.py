@@ -35,7 +35,7 @@ from cifar_edge.runtime.classifier import resolve_model
 from cifar_edge.runtime.data import Split
 from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.errors import CifarEdgeError
-from cifar_edge.runtime.files import atomic_path, write_json, write_text
+from cifar_edge.runtime.files import atomic_path, is_temporary, write_json, write_text
 from cifar_edge.runtime.formats import engine_for
 
 SCHEMA = "cifar-bench/1"
@@ -164,7 +164,7 @@ def _from_folder(folder: Path) -> list[Candidate]:
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         return [Candidate(p, engine_for(p), p.suffix.lstrip("."), reference=p.suffix == ".keras")
-                for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES]
+                for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES and not is_temporary(p)]
     try:
         manifest = json.loads(manifest_path.read_text())
         rows = manifest["files"]

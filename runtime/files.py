@@ -42,6 +42,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether `path` is an `atomic_path` temporary: a write in progress, or left by a killed one, never a whole file."""
+    name = Path(path).name
+    return name.startswith(".") and ".tmp" in name
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """The file's sha256, read in 1 MB blocks."""
     digest = hashlib.sha256()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 import zlib
 from collections import Counter
@@ -14,9 +16,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from cifar_edge.runtime import cli as run_cli
 from cifar_edge.runtime.cli import main
+from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.sources import Camera
 from conftest import REPO
 
@@ -179,3 +183,133 @@ def test_a_camera_device_that_disappears(tmp_path, monkeypatch, capsys):
     code, records, err = _run_camera(monkeypatch, capsys, device, unplugged)
     _assert_summary_then_one_error(code, records, err, "stream ended after 4 frames")
     assert not device.exists()
+
+
+# --- runs killed mid-way -------------------------------------------------------------------------
+
+
+class _Child:
+    """A CLI in its own process, its stdout collected line by line as it comes."""
+
+    def __init__(self, argv: list[str], cwd: Path):
+        env = {**__import__("os").environ, "PYTHONUNBUFFERED": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+        self.process = subprocess.Popen([sys.executable, "-c", "import sys; from cifar_edge.%s import main; sys.exit(main())" % argv[0],
+                                         *argv[1:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(iter(self.process.stdout.readline, "")), daemon=True)
+        self._reader.start()
+
+    def wait_for(self, condition, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if self.process.poll() is not None:
+                pytest.fail(f"the child ended ({self.process.returncode}) before {what}:\n" + "".join(self.lines[-30:]))
+            if time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"timed out waiting for {what}:\n" + "".join(self.lines[-30:]))
+            time.sleep(0.02)
+
+    def sigkill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)  # this child only, by its own pid
+        assert self.process.wait(timeout=30) == -signal.SIGKILL
+        self._reader.join(timeout=10)
+
+
+def _run_to_end(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**__import__("os").environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    return subprocess.run([sys.executable, "-c", "import sys; from cifar_edge.%s import main; sys.exit(main())" % argv[0], *argv[1:]],
+                          capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
+
+
+@pytest.mark.slow
+def test_cifar_train_killed_mid_epoch_resumes_and_loses_at_most_one_epoch(image_tree, tmp_path):
+    epochs = 5
+    out = tmp_path / "run"
+    argv = ["train.cli", "--model", "resnet8", "--epochs", str(epochs), "--limit-train", "600", "--limit-test", "100",
+            "--batch-size", "32", "--data", str(image_tree), "--out", str(out)]
+    child = _Child(argv, tmp_path)
+    state = out / "checkpoint" / "state.json"
+
+    def saved_epoch() -> int:
+        try:
+            return json.loads(state.read_text())["epoch"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    # Into the third epoch, with two saved: then a real SIGKILL, no chance to clean up.
+    child.wait_for(lambda: saved_epoch() >= 2 and any(f"Epoch 3/{epochs}" in line for line in child.lines), 600, "epoch 3")
+    time.sleep(0.3)
+    child.sigkill()
+    started = max(int(line.split("Epoch ")[1].split("/")[0]) for line in child.lines if line.startswith("Epoch "))
+    saved = saved_epoch()
+    assert not (out / "model.keras").exists(), "a killed run must not look finished"
+
+    resumed = _run_to_end([*argv, "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    history = (out / "history.csv").read_text().splitlines()[1:]
+    assert [int(row.split(",")[0]) for row in history] == list(range(1, epochs + 1))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == epochs and not (out / "checkpoint").exists()
+    lost = started - saved  # epochs begun before the kill that the resumed run had to do again
+    print(f"kill and resume: killed in epoch {started} of {epochs} with {saved} saved: {lost} epoch lost")
+    assert 0 <= lost <= 1
+    assert f"resuming {out} at epoch {saved + 1} of {epochs}" in resumed.stderr
+
+
+@pytest.mark.slow
+def test_cifar_export_killed_mid_write_leaves_nothing_taken_for_whole(tiny_model, image_tree, tmp_path):
+    from cifar_edge.benchmarks.bench import find_candidates
+    from cifar_edge.runtime import Classifier
+    from cifar_edge.runtime.files import is_temporary, sha256_file
+    from cifar_edge.runtime.integrity import IntegrityError
+
+    out = tmp_path / "export"
+    argv = ["export.cli", str(tiny_model), "--out", str(out), "--int8", "--data", str(image_tree),
+            "--calibration-images", "100", "--validate-images", "100", "--max-accuracy-drop", "100"]
+
+    def killed_while_writing() -> None:
+        """Run the export and SIGKILL it while it writes a model file (its temporary is there)."""
+        child = _Child(argv, tmp_path)
+        child.wait_for(lambda: out.is_dir() and any(is_temporary(p) for p in out.iterdir()), 600, "a file being written")
+        child.sigkill()
+        assert any(is_temporary(p) for p in out.iterdir()), "the kill landed mid-write"
+
+    def nothing_mistaken() -> None:
+        # cifar-bench's folder scan: temporaries are never rows; whatever it finds is a whole file.
+        try:
+            candidates = find_candidates([str(out)])
+        except CifarEdgeError:
+            candidates = []
+        assert not [c.path for c in candidates if is_temporary(c.path)]
+        manifest = out / "manifest.json"
+        rows = json.loads(manifest.read_text())["files"] if manifest.exists() else []
+        for row in rows:  # a manifest from an earlier export: each file it names is the one it hashed, or refused
+            path = out / row["file"]
+            try:
+                Classifier(path)
+                assert sha256_file(path) == row["sha256"]
+            except IntegrityError:
+                assert sha256_file(path) != row["sha256"]
+        if not manifest.exists():
+            assert run_cli_exit(["x.jpg", "--model", str(out)]) == 2
+
+    killed_while_writing()  # a first export, cut short: no manifest yet
+    nothing_mistaken()
+    first = _run_to_end(argv, tmp_path)  # the rerun completes over what the kill left
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(row["status"] == "passed" and sha256_file(out / row["file"]) == row["sha256"] for row in manifest["files"])
+
+    # A re-export over the complete one, cut short: the old manifest stays, beside a file that (as if an earlier
+    # step of that re-export had replaced it) no longer has the bytes it records.
+    (out / manifest["files"][0]["file"]).write_bytes(b"\0" * 64)
+    killed_while_writing()
+    nothing_mistaken()
+    assert run_cli_exit([str(SAMPLES / "00-airplane.jpg"), "--model", str(out / manifest["files"][0]["file"])]) == 2
+
+
+def run_cli_exit(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code
