@@ -21,6 +21,7 @@ from cifar_edge.benchmarks.outputs import subset_sizes
 from cifar_edge.runtime.data import load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, non_negative_int, positive_float, positive_int, run_cli
 from cifar_edge.runtime.files import check_writable_dir, writable_dir
+from cifar_edge.runtime.integrity import SKIP_FLAG, verify_model_file
 
 
 def batch_sizes(text: str) -> tuple[int, ...]:
@@ -43,25 +44,27 @@ def build_parser() -> ArgumentParser:
         "Exit 1 if any row failed, 2 for bad input.",
     )
     parser.add_argument("models", nargs="+", metavar="MODEL_OR_DIR", help=".tflite/.onnx/.keras files, or export folders with manifest.json")
-    parser.add_argument("--out", required=True, type=Path, help="folder for results.json, .csv, .md and the plot")
-    parser.add_argument("--data", help="CIFAR-10 source (default: $CIFAR10_DATA, else download)")
-    parser.add_argument("--limit", type=positive_int, help="test images, class-balanced (default: all 10,000)")
-    parser.add_argument("--threads", type=positive_int, help="engine threads (default: each engine's choice)")
-    parser.add_argument("--batch-sizes", type=batch_sizes, default=(1, 32), help="throughput batch sizes (default: 1,32)")
-    parser.add_argument("--min-time", type=positive_float, default=2.0, help="seconds of timed runs per batch size (default: 2)")
-    parser.add_argument("--warmup", type=non_negative_int, default=10, help="untimed runs before timing (default: 10)")
-    parser.add_argument("--device-name", help="this machine's label in merged reports (default: host name)")
+    parser.add_argument("--out", metavar="DIR", required=True, type=Path, help="folder for results.json, .csv, .md and the plot")
+    parser.add_argument("--data", metavar="PATH", help="CIFAR-10 source (default: $CIFAR10_DATA, else download)")
+    parser.add_argument("--limit", metavar="N", type=positive_int, help="test images, class-balanced (default: all 10,000)")
+    parser.add_argument("--threads", metavar="N", type=positive_int, help="engine threads (default: each engine's choice)")
+    parser.add_argument("--batch-sizes", metavar="B[,B...]", type=batch_sizes, default=(1, 32), help="throughput batch sizes (default: 1,32)")
+    parser.add_argument("--min-time", metavar="S", type=positive_float, default=2.0, help="seconds of timed runs per batch size (default: 2)")
+    parser.add_argument("--warmup", metavar="N", type=non_negative_int, default=10, help="untimed runs before timing (default: 10)")
+    parser.add_argument("--device-name", metavar="NAME", help="this machine's label in merged reports (default: host name)")
     parser.add_argument("--engines", nargs="+", choices=BENCH_ENGINES, default=list(BENCH_ENGINES), help="engines to measure (default: all)")
-    parser.add_argument("--slice-time", type=positive_float, default=0.25,
+    parser.add_argument("--slice-time", metavar="S", type=positive_float, default=0.25,
                         help="timing is cut into slices this long, cycled over all rows, against machine drift (default: 0.25)")
-    parser.add_argument("--seed", type=non_negative_int, default=0, help="test subset seed; 0 matches cifar-export validation (default: 0)")
+    parser.add_argument(SKIP_FLAG, action="store_true",
+                        help="measure model files even though they differ from the sha256 in the manifest beside them")
+    parser.add_argument("--seed", metavar="S", type=non_negative_int, default=0, help="test subset seed; 0 matches cifar-export validation (default: 0)")
     return parser
 
 
 def build_report_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="cifar-bench report", description="Merge cifar-bench results into one table and plot, grouped by device.")
     parser.add_argument("results", nargs="+", metavar="DIR", help="cifar-bench output folders (or results.json files)")
-    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--out", metavar="DIR", required=True, type=Path)
     return parser
 
 
@@ -79,6 +82,9 @@ def _bench(argv: list[str]) -> int:
                            slice_time=args.slice_time)
     check_writable_dir(args.out)
     candidates = find_candidates(args.models, options.engines)
+    if not args.skip_integrity_check:
+        for candidate in candidates:
+            verify_model_file(candidate.path)  # before the data loads: a damaged file is a one-line error
     source = resolve_source(args.data)
     dataset = load_cifar10(source)
     split = dataset.test.balanced_subset(options.limit, options.seed) if options.limit else dataset.test

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cifar_edge.benchmarks.records import BENCH_ENGINES, BenchError, Candidate
 from cifar_edge.runtime.classifier import resolve_model
+from cifar_edge.runtime.files import is_temporary
 from cifar_edge.runtime.formats import MODEL_SUFFIXES, REFERENCE_ENGINE, REFERENCE_SUFFIX, engine_for
 
 
@@ -38,7 +39,7 @@ def _from_folder(folder: Path) -> list[Candidate]:
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         return [Candidate(p, engine_for(p), p.suffix.lstrip("."), reference=p.suffix == REFERENCE_SUFFIX)
-                for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES]
+                for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES and not is_temporary(p)]
     try:
         manifest = json.loads(manifest_path.read_text())
         rows = manifest["files"]

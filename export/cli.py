@@ -23,22 +23,22 @@ def build_parser() -> ArgumentParser:
         epilog=f"Formats: {table}. Data for calibration and validation: --data PATH, else ${ENV_VAR}, else the official download.",
     )
     parser.add_argument("model", help="the .keras file (from cifar-train)")
-    parser.add_argument("--out", required=True, help="folder for the exported files and manifest.json")
+    parser.add_argument("--out", metavar="DIR", required=True, help="folder for the exported files and manifest.json")
     for option in OPTIONS:  # --int8, --fp16, --dynamic: one flag per option of the format table
         added = formats_of_option(option)
         calibrated = ", calibrated" if all(f.calibrated for f in added) else ""
         parser.add_argument(f"--{option}", action="store_true",
                             help=f"add {' and '.join(f.name for f in added)} ({added[0].description}{calibrated})")
     parser.add_argument("--all", action="store_true", help="write every format")
-    parser.add_argument("--data", help=f"CIFAR-10 source (default: ${ENV_VAR}, else download)")
-    parser.add_argument("--calibration-images", type=positive_int, default=500, help="training images for int8 calibration (default: 500)")
+    parser.add_argument("--data", metavar="PATH", help=f"CIFAR-10 source (default: ${ENV_VAR}, else download)")
+    parser.add_argument("--calibration-images", metavar="N", type=positive_int, default=500, help="training images for int8 calibration (default: 500)")
     parser.add_argument("--calibration-method", choices=CALIBRATION_METHODS, default="auto",
                         help="ONNX int8 calibration; auto tries each and keeps the most accurate (default: auto)")
     parser.add_argument("--tta", choices=tuple(TTA_MODES), default="none",
                         help="test-time augmentation built into every exported graph: none, flip (2 views) or 6 views; "
                         "each view costs one more network pass (default: none)")
-    parser.add_argument("--validate-images", type=positive_int, default=2000, help="test images each file is checked on (default: 2000)")
-    parser.add_argument("--max-accuracy-drop", type=non_negative_float, default=1.0,
+    parser.add_argument("--validate-images", metavar="N", type=positive_int, default=2000, help="test images each file is checked on (default: 2000)")
+    parser.add_argument("--max-accuracy-drop", metavar="PP", type=non_negative_float, default=1.0,
                         help="percentage points a file may lose against Keras (default: 1.0)")
     return parser
 

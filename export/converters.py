@@ -14,6 +14,7 @@ import numpy as np
 from cifar_edge.runtime.calibration import Calibration
 from cifar_edge.runtime.data import Split
 from cifar_edge.runtime.labels import CLASS_NAMES, INPUT_CONTRACT, OUTPUT_CONTRACT
+from cifar_edge.runtime.quiet import native_notices_filtered
 
 log = logging.getLogger("cifar_edge.export")
 
@@ -134,7 +135,7 @@ def convert_tflite(saved_model: Path, target: Path, *, optimize=False, supported
         converter.inference_input_type = input_type
     if output_type is not None:
         converter.inference_output_type = output_type
-    with quiet():
+    with quiet(), native_notices_filtered():  # the converter's C++ prints "fully_quantize: ..." per int8 file
         target.write_bytes(converter.convert())
     strip_tensor_names(target)
 

@@ -19,6 +19,7 @@ from cifar_edge.runtime.calibration import Calibration
 from cifar_edge.runtime.engines import DEVICES, ENGINES, Engine, EngineError, open_engine
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.formats import FORMATS, engine_for
+from cifar_edge.runtime.integrity import verify_model_file
 from cifar_edge.runtime.labels import CLASS_NAMES, IMAGE_SIZE, INPUT_CONTRACT, NUM_CLASSES, OUTPUT_CONTRACT
 from cifar_edge.runtime.preprocess import FITS, as_rgb_uint8, fit_square, zoom_views
 
@@ -59,6 +60,9 @@ class ClassifierOptions:
     """Centred crops tried per image, as fractions of the square's side: each is classified (in one
     batch) and the most confident calibrated answer is kept, for subjects that fill only part of a
     frame. (1.0,) classifies the whole square once."""
+    check_integrity: bool = True
+    """Hash the model file and refuse it (`IntegrityError`) when it differs from the sha256 recorded in the
+    manifest beside it, as a damaged or half-replaced file does; False for a file changed on purpose."""
     min_score: float | str = "auto"
     """`Classifier.answer()` (and so `cifar-run`) says `unknown` when the calibrated top score is below
     this: `auto` takes the threshold in the model's calibration (0 when it has none), a number from
@@ -194,10 +198,13 @@ class Classifier:
         fit: str = "crop",
         min_score: float | str = "auto",
         zoom: tuple[float, ...] = (1.0,),
+        check_integrity: bool = True,
     ):
         self.options = ClassifierOptions(engine=engine, device=device, threads=threads, fit=fit, min_score=min_score,
-                                         zoom=tuple(float(f) for f in zoom))
+                                         zoom=tuple(float(f) for f in zoom), check_integrity=check_integrity)
         self.model = resolve_model(model, engine, device)
+        if check_integrity:
+            verify_model_file(self.model.path)  # before any byte of it is parsed
         self.engine: Engine = open_engine(self.model.path, engine, threads, device)
         self.class_names = self.model.class_names or self._names_from_engine()
         self.calibration: Calibration | None = self.model.calibration or self._calibration_from_engine()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -12,7 +13,8 @@ from cifar_edge.runtime.calibration import TARGET_ACCURACY
 from cifar_edge.runtime.classifier import DEFAULT_MODEL, Classifier, packaged_models
 from cifar_edge.runtime.engines import DEVICES, ENGINES
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, positive_int, run_cli
-from cifar_edge.runtime.files import atomic_path, check_writable_dir
+from cifar_edge.runtime.files import atomic_path, check_output_file
+from cifar_edge.runtime.integrity import SKIP_FLAG
 from cifar_edge.runtime.labels import NUM_CLASSES
 from cifar_edge.runtime.preprocess import FITS
 from cifar_edge.runtime.runner import Result, RunStats, annotate, classify_frames
@@ -31,24 +33,24 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument("paths", nargs="*", metavar="PATH", help="image files, folders (searched recursively) or globs")
     parser.add_argument(
-        "--model",
+        "--model", metavar="PATH|NAME",
         help=f"a .tflite, .onnx or .keras file, an export folder, or a packaged name "
         f"({', '.join(packaged_models()) or 'none installed'}; default {DEFAULT_MODEL})",
     )
     parser.add_argument(
-        "--camera", nargs="?", const="0", metavar="INDEX|DEVICE|URL",
+        "--camera", nargs="?", const="0", metavar="INDEX|DEVICE|URL|csi",
         help="classify a live camera: an index (default 0), /dev/videoN, a stream URL, or csi for a Pi camera module (picamera2)",
     )
     parser.add_argument("--video", metavar="FILE", help="classify every frame of a video file")
-    parser.add_argument("--top-k", type=positive_int, default=1, help="classes to report per image (default: 1)")
+    parser.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="classes to report per image (default: 1)")
     parser.add_argument("--json", action="store_true", help="print JSON Lines, one object per image or frame")
     parser.add_argument("--show", action="store_true", help="show frames with label, score and FPS (q or Esc quits)")
     parser.add_argument("--save", metavar="OUT.mp4", help="write the annotated video (.mp4 or .avi)")
-    parser.add_argument("--max-frames", type=positive_int, help="stop after reading this many frames or images")
-    parser.add_argument("--every", type=positive_int, default=1, help="classify every N-th frame (default: 1, all)")
+    parser.add_argument("--max-frames", type=positive_int, metavar="N", help="stop after reading this many frames or images")
+    parser.add_argument("--every", type=positive_int, default=1, metavar="N", help="classify every N-th frame (default: 1, all)")
     parser.add_argument("--engine", choices=ENGINES, default="auto", help="default: by file suffix")
     parser.add_argument("--device", choices=DEVICES, default="cpu", help="gpu needs ONNX Runtime's CUDA/TensorRT providers or a Keras GPU backend")
-    parser.add_argument("--threads", type=positive_int, help="engine threads (default: the engine's choice)")
+    parser.add_argument("--threads", type=positive_int, metavar="N", help="engine threads (default: the engine's choice)")
     parser.add_argument("--fit", choices=FITS, default="crop", help="how non-square images become square (default: crop)")
     parser.add_argument(
         "--min-score", type=_min_score, default="auto", metavar="auto|P",
@@ -61,6 +63,8 @@ def build_parser() -> ArgumentParser:
         help="also try centred crops of these fractions of the frame's square, keeping the most confident answer, "
         "for subjects that fill only part of the frame; each fraction costs one more inference (default: 1, the whole square)",
     )
+    parser.add_argument(SKIP_FLAG, action="store_true",
+                        help="use a model file even though it differs from the sha256 in the manifest beside it (a file you changed on purpose)")
     parser.add_argument("--info", action="store_true", help="describe the resolved model and exit (unless inputs are given too)")
     return parser
 
@@ -107,12 +111,12 @@ def _main(argv: list[str] | None) -> int:
             parser.error("--save writes a video: use it with --video or --camera")
         if Path(args.save).suffix.lower() not in VIDEO_CODECS:
             parser.error(f"--save {args.save}: use a .mp4 or .avi file name")
-        check_writable_dir(Path(args.save).absolute().parent, "--save")
+        check_output_file(args.save, "--save")
     if args.show:
         _check_gui()
 
     classifier = Classifier(args.model, engine=args.engine, device=args.device, threads=args.threads, fit=args.fit,
-                            min_score=args.min_score, zoom=args.zoom)
+                            min_score=args.min_score, zoom=args.zoom, check_integrity=not args.skip_integrity_check)
     if classifier.calibration is None:
         print(f"cifar-run: notice: {classifier.model.path.name} carries no calibration (exported before it, or from a model "
               "trained without --holdout): its scores are raw" + (", and no answer is 'unknown'" if args.min_score == "auto" else ""),
@@ -125,7 +129,7 @@ def _main(argv: list[str] | None) -> int:
     with ExitStack() as stack:
         source = stack.enter_context(_open_source(args))
         save = stack.enter_context(_video_saver(args.save, source.fps)) if args.save else None
-        stats = RunStats()
+        stats = RunStats(unit="frames" if source.is_stream else "images")
         stopped: BaseException | None = None
         try:
             classify_frames(
@@ -150,13 +154,42 @@ class _Quit(Exception):
     """The user closed the --show window."""
 
 
+#: The advice for a window: one OpenCV wheel with a GUI, on the 4.x line we test (5.0 changed APIs).
+GUI_OPENCV_ADVICE = "pip uninstall -y opencv-python-headless && pip install 'opencv-python>=4.10,<5'"
+
+
 def _check_gui() -> None:
+    """Fail in one line, before any work, where a window cannot open (two OpenCVs, no display, no GUI).
+
+    Without a display, Qt's OpenCV aborts the whole process (exit 134, no summary) when the
+    window opens, so the display is checked first, without touching OpenCV's GUI.
+    """
     import cv2
 
+    wheels = installed_opencv_wheels()
+    if len(wheels) > 1:
+        raise CifarEdgeError(f"--show: {' and '.join(wheels)} are both installed and overwrite each other's cv2 folder; "
+                             f"pip uninstall -y {' '.join(wheels)}, then pip install 'opencv-python>=4.10,<5'")
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise CifarEdgeError("--show: no display here (DISPLAY is not set); use --save OUT.mp4 or --json instead")
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_AUTOSIZE)
     except cv2.error:
-        raise CifarEdgeError("--show: this OpenCV has no GUI (opencv-python-headless); pip install opencv-python, or use --save") from None
+        raise CifarEdgeError(f"--show: this OpenCV has no GUI (opencv-python-headless); {GUI_OPENCV_ADVICE}; or use --save") from None
+
+
+def installed_opencv_wheels() -> list[str]:
+    """The OpenCV distributions installed here; two or more share, and break, one cv2 folder."""
+    from importlib import metadata
+
+    found = []
+    for name in ("opencv-python", "opencv-python-headless", "opencv-contrib-python", "opencv-contrib-python-headless"):
+        try:
+            metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+        found.append(name)
+    return found
 
 
 def _open_source(args) -> FrameSource:
@@ -263,6 +296,8 @@ def _plain(value) -> str:
         return ", ".join(f"{key} {_shape(item) if key == 'shape' else _plain(item)}" for key, item in value.items())
     if isinstance(value, (list, tuple)):
         return ", ".join(_plain(item) for item in value) if value else "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     return str(value)
 
 

@@ -36,7 +36,7 @@ from cifar_edge.runtime.batches import _BATCH_FILES, _from_python_batches
 from cifar_edge.runtime.dataset import Cifar10, DataError, Split, balanced_indices  # noqa: F401
 from cifar_edge.runtime.files import atomic_path
 from cifar_edge.runtime.labels import CLASS_NAMES, IMAGE_SIZE
-from cifar_edge.runtime.preprocess import decode_rgb, fit_square
+from cifar_edge.runtime.preprocess import IMAGE_SUFFIXES, decode_rgb, fit_square
 
 log = logging.getLogger("cifar_edge.data")
 
@@ -45,7 +45,6 @@ OFFICIAL_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 OFFICIAL_MD5 = "c58f30108f718f92721af3b95e74349a"
 ENV_VAR = "CIFAR10_DATA"
 CACHE_ENV_VAR = "CIFAR_EDGE_CACHE"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 SPLITS = ("train", "test")
 BAD_IMAGE_POLICIES = ("error", "skip")
 
@@ -160,7 +159,8 @@ def _md5(path: Path) -> str:
 
 def _fingerprint(path: Path) -> str:
     """Identify a source by its path and the size and mtime of what it holds."""
-    parts = [_CACHE_FORMAT, str(path)]
+    # The suffixes decide which files of a tree are read, so a change to them is a new source.
+    parts = [_CACHE_FORMAT, ",".join(IMAGE_SUFFIXES), str(path)]
     if path.is_file():
         stat = path.stat()
         parts.append(f"{stat.st_size}:{stat.st_mtime_ns}")

@@ -16,6 +16,7 @@ import numpy as np
 
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.formats import engine_for
+from cifar_edge.runtime.quiet import native_notices_filtered
 
 ENGINES = ("auto", "litert", "onnxruntime", "keras")
 DEVICES = ("cpu", "gpu")
@@ -105,8 +106,10 @@ class LiteRTEngine(Engine):
         super().__init__(path)
         interpreter_class, self.version = _litert()
         try:
-            self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
-            self._interpreter.allocate_tensors()
+            # LiteRT announces its XNNPACK delegate from C++ on every load, whatever the log level.
+            with native_notices_filtered():
+                self._interpreter = interpreter_class(model_path=str(path), num_threads=threads)
+                self._interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as error:
             raise EngineError(f"{path}: not a loadable TFLite model ({str(error).splitlines()[0]})") from None
         self._input = self._interpreter.get_input_details()[0]

@@ -8,13 +8,30 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
+from cifar_edge.runtime import quiet
+
 
 class CifarEdgeError(Exception):
     """Bad input from the user: reported as one line, with no traceback."""
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (`prog: error: ...`), exit 2."""
+    """argparse, but a usage error is one line (`prog: error: ...`), exit 2.
+
+    Every CLI gets `--verbose`: the native libraries' log lines (TensorFlow, LiteRT, FFmpeg) are
+    quiet unless it is given (see `quiet`), and the choice is made as the arguments are parsed,
+    before any of those libraries starts.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--verbose", action="store_true",
+                          help="also show the native libraries' own log lines (TensorFlow, LiteRT, FFmpeg), quiet by default")
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        quiet.configure(verbose=bool(getattr(parsed, "verbose", False)))
+        return parsed, extras
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
@@ -75,7 +92,13 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        return int(main() or 0)
+        code = int(main() or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`cifar-run --json ... | head -1`): stop quietly, as Unix tools do.
+        _stdout_to_devnull()
+        return 128 + 13  # what a shell reports for a process ended by SIGPIPE
     except CifarEdgeError as error:
         message = " ".join(str(error).split())  # one line, whatever the message held
         print(f"{prog}: error: {message}", file=sys.stderr)
@@ -86,3 +109,17 @@ def run_cli(prog: str, main: Callable[[], int | None]) -> int:
     finally:
         # The handler holds the stderr of this call; a later caller (a test, a notebook) may have another.
         logger.removeHandler(handler)
+
+
+def _stdout_to_devnull() -> None:
+    """Point fd 1 at /dev/null, so the interpreter's last flush of stdout finds no closed pipe."""
+    import io
+    import os
+
+    try:
+        fd = sys.stdout.fileno()
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return  # a stdout with no file descriptor (a test's capture) has no pipe to close
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)

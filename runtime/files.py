@@ -42,6 +42,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def is_temporary(path: str | os.PathLike) -> bool:
+    """Whether `path` is an `atomic_path` temporary: a write in progress, or left by a killed one, never a whole file."""
+    name = Path(path).name
+    return name.startswith(".") and ".tmp" in name
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     """The file's sha256, read in 1 MB blocks."""
     digest = hashlib.sha256()
@@ -59,6 +65,21 @@ def check_writable_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
         raise CifarEdgeError(f"{flag} {path}: cannot write there ({existing} is not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise CifarEdgeError(f"{flag} {path}: cannot write there ({existing} is not writable)")
+    return path
+
+
+def check_output_file(path: str | os.PathLike, flag: str) -> Path:
+    """Fail early, creating nothing, unless `path`'s folder exists and takes files."""
+    path = Path(path).expanduser().absolute()
+    folder = path.parent
+    if not folder.exists():
+        raise CifarEdgeError(f"{flag} {path}: folder {folder} does not exist")
+    if not folder.is_dir():
+        raise CifarEdgeError(f"{flag} {path}: {folder} is not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CifarEdgeError(f"{flag} {path}: cannot write in {folder} (no permission)")
+    if path.is_dir():
+        raise CifarEdgeError(f"{flag} {path}: is a folder; give a file name")
     return path
 
 

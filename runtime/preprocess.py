@@ -6,6 +6,8 @@ import cv2
 import numpy as np
 
 FITS = ("crop", "pad", "stretch")
+#: What `decode_rgb` (OpenCV's imdecode) reads: the one list folder scans of the runtime and the data loader use.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif", ".ppm", ".pgm", ".pbm")
 
 
 def fit_square(image: np.ndarray, size: int = 32, fit: str = "crop") -> np.ndarray:
@@ -88,5 +90,8 @@ def decode_rgb(data: bytes) -> np.ndarray | None:
     """
     if not data:
         return None
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # a header OpenCV refuses outright, e.g. dimensions over its pixel limit
+        return None
     return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -39,6 +39,8 @@ class Result:
 class RunStats:
     """Counts and per-stage times of one run, filled in as it goes (so Ctrl-C keeps them)."""
 
+    unit: str = "frames"
+    """What the summary counts: `frames` of a stream, or `images`."""
     frames: int = 0
     """Frames or images read, including skipped and failed ones."""
     classified: int = 0
@@ -72,10 +74,17 @@ class RunStats:
         }
 
     def summary_line(self) -> str:
+        """`3 of 4 images classified, 1 failed, in 0.05 s; median ms: ...`: FPS for streams only, and no
+        rate or stage times when nothing was classified."""
         s = self.summary()
+        failed = f", {s['errors']} failed," if s["errors"] else ""
+        line = f"{s['classified']} of {s['frames']} {self.unit} classified{failed} in {s['seconds']:.2f} s"
+        if not s["classified"]:
+            return line
+        if self.unit == "frames":
+            line += f", {s['fps']:.1f} FPS"
         stages = ", ".join(f"{stage} {value:.2f}" for stage, value in s["median_ms"].items() if value is not None)
-        failed = f", {s['errors']} failed" if s["errors"] else ""
-        return f"{s['classified']} of {s['frames']} frames classified{failed} in {s['seconds']:.2f} s, {s['fps']:.1f} FPS; median ms: {stages or 'none'}"
+        return f"{line}; median ms: {stages}"
 
 
 def classify_frames(

@@ -19,9 +19,9 @@ import cv2
 import numpy as np
 
 from cifar_edge.runtime.errors import CifarEdgeError
-from cifar_edge.runtime.preprocess import decode_rgb
+from cifar_edge.runtime.preprocess import IMAGE_SUFFIXES, decode_rgb
+from cifar_edge.runtime.quiet import is_verbose, native_notices_filtered
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 #: How long a camera may go without a new frame before it counts as disconnected.
 CAMERA_TIMEOUT_S = 5.0
 
@@ -92,7 +92,9 @@ def read_image_file(path: Path) -> np.ndarray:
     data = path.read_bytes()
     if not data:
         raise ValueError("empty file")
-    rgb = decode_rgb(data)
+    # libjpeg and libpng report damage ("Corrupt JPEG data", "libpng error") from C; the record says it.
+    with native_notices_filtered():
+        rgb = decode_rgb(data)
     if rgb is None:
         raise ValueError("not a readable image (unknown format, or truncated)")
     return rgb
@@ -105,6 +107,7 @@ class ImageFiles(FrameSource):
 
     def __init__(self, patterns: list[str]):
         self.inputs = expand_inputs(patterns)
+        _silence_opencv()
 
     def __iter__(self) -> Iterator[Frame]:
         for item in self.inputs:
@@ -122,7 +125,10 @@ class ImageFiles(FrameSource):
 
 
 def _silence_opencv() -> None:
-    # OpenCV's backends print multi-line warnings when a device is missing; we report one line ourselves.
+    # OpenCV's backends and decoders print multi-line warnings and errors about an input (a missing device,
+    # a damaged file) that we report in one line ourselves; `--verbose` keeps them.
+    if is_verbose():
+        return
     logging = getattr(getattr(cv2, "utils", None), "logging", None)
     if logging is not None:
         logging.setLogLevel(logging.LOG_LEVEL_SILENT)

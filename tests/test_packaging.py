@@ -18,7 +18,8 @@ PARTS = ("train", "export", "runtime", "benchmarks")
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
+def wheel_build(tmp_path_factory) -> tuple[Path, str]:
+    """The wheel, and everything pip and the build backend printed while making it."""
     # Build from a copy of the tracked files: pip wheel leaves build/ behind in its source.
     source = tmp_path_factory.mktemp("source")
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout.decode().split("\0")
@@ -27,9 +28,25 @@ def wheel(tmp_path_factory) -> Path:
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, source / name)
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)], check=True)
+    # --quiet, as `make setup` installs: setuptools' warnings still come through it.
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout + build.stderr
     (path,) = out.glob("cifar_edge-*.whl")
-    return path
+    return path, build.stdout + build.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(wheel_build) -> Path:
+    return wheel_build[0]
+
+
+def test_building_prints_no_setuptools_warning(wheel_build):
+    # `pip install .` and `pip install ".[runtime]"` build this same wheel (extras change only what
+    # is installed beside it), so this covers both first installs.
+    _, output = wheel_build
+    warnings = [line.strip() for line in output.splitlines() if "Warning" in line or "deprecated" in line.lower()]
+    assert not warnings, "\n".join(warnings)
 
 
 def test_wheel_installs_one_namespace(wheel):

@@ -11,6 +11,7 @@ import io
 import os
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from cifar_edge.runtime.files import atomic_path
 
@@ -32,14 +33,21 @@ def _save(figure: Figure, path: str | os.PathLike) -> None:
 
 def plot_learning_curves(history: list[dict], path: str | os.PathLike, title: str) -> None:
     """Loss and accuracy per epoch, train against test, like the tutorial's diagnostics."""
+    _save(learning_curves_figure(history, title), path)
+
+
+def learning_curves_figure(history: list[dict], title: str) -> Figure:
+    """Whole epochs on the x axis, accuracy in % as in every other report of ours."""
     epochs = [row["epoch"] for row in history]
     figure = Figure(figsize=(10, 4), layout="constrained")
-    for axes, key, label in zip(figure.subplots(1, 2), ("loss", "accuracy"), ("cross-entropy loss", "accuracy"), strict=True):
-        axes.plot(epochs, [row[key] for row in history], marker="o", markersize=3, label="train")
-        axes.plot(epochs, [row[f"test_{key}"] for row in history], marker="o", markersize=3, label="test")
+    panels = (("loss", "cross-entropy loss", 1.0), ("accuracy", "accuracy (%)", 100.0))
+    for axes, (key, label, scale) in zip(figure.subplots(1, 2), panels, strict=True):
+        axes.plot(epochs, [scale * row[key] for row in history], marker="o", markersize=3, label="train")
+        axes.plot(epochs, [scale * row[f"test_{key}"] for row in history], marker="o", markersize=3, label="test")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
         axes.set_ylabel(label)
         axes.grid(alpha=0.3)
         axes.legend()
     figure.suptitle(title)
-    _save(figure, path)
+    return figure

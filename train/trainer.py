@@ -36,6 +36,7 @@ from cifar_edge.runtime.metrics import confusion_matrix
 from cifar_edge.runtime.plots import plot_confusion_matrix
 from cifar_edge.train.device import describe_device, distribution_scope, global_policy, library_versions, precision_policy
 from cifar_edge.train.distill import DistillationLoss, TeacherCache, label_accuracy, packed_targets, prepare_teacher
+from cifar_edge.train.log_names import SubsetLogNames
 from cifar_edge.train.models import Recipe, create_model, get_spec
 from cifar_edge.train.optim import GroupSGD, LinearWarmupDecay, Lookahead
 from cifar_edge.train.pipeline import TrainingBatches, ViewGrid, one_hot
@@ -171,6 +172,7 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
             callbacks.append(keras.callbacks.TensorBoard(log_dir=str(out / "logs")))
         else:
             log.warning("TensorBoard logs need tensorflow and tensorboard installed; %s/logs was not written", out)
+        callbacks.append(SubsetLogNames())  # last: Keras' progress bar then prints test_accuracy, as it is
         if first_epoch < settings.epochs:
             model.fit(
                 batches,

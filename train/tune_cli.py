@@ -54,27 +54,27 @@ def build_parser() -> ArgumentParser:
         epilog="Outputs in --out: best.keras, trials.csv, trials.md, trials.png, search.json, and tuner/ (state for --resume). "
         "Exit 1 when no trial met the limits, 2 for bad input, 130 when interrupted (continue with --resume).",
     )
-    parser.add_argument("--out", required=True, type=Path, help="folder for the search and its outputs")
-    parser.add_argument("--data", help=f"CIFAR-10 source (default: ${ENV_VAR}, else download)")
+    parser.add_argument("--out", metavar="DIR", required=True, type=Path, help="folder for the search and its outputs")
+    parser.add_argument("--data", metavar="PATH", help=f"CIFAR-10 source (default: ${ENV_VAR}, else download)")
     parser.add_argument("--tuner", choices=("random", "hyperband", "bayesian"), help="search strategy (default: random)")
-    parser.add_argument("--max-trials", type=positive_int, help="trials to run (default: 10)")
-    parser.add_argument("--epochs", type=positive_int, help="epochs per trial; Hyperband's maximum (default: 3)")
-    parser.add_argument("--limit-train", type=positive_int, help="training images to search on, class-balanced; 10%% of them "
+    parser.add_argument("--max-trials", metavar="N", type=positive_int, help="trials to run (default: 10)")
+    parser.add_argument("--epochs", metavar="N", type=positive_int, help="epochs per trial; Hyperband's maximum (default: 3)")
+    parser.add_argument("--limit-train", metavar="N", type=positive_int, help="training images to search on, class-balanced; 10%% of them "
                         "become the validation split (default: all 50,000)")
-    parser.add_argument("--seed", type=non_negative_int, help="random seed (default: 0)")
-    parser.add_argument("--latency-budget-ms", type=positive_float, help="reject candidates slower than this as int8 TFLite at "
+    parser.add_argument("--seed", metavar="S", type=non_negative_int, help="random seed (default: 0)")
+    parser.add_argument("--latency-budget-ms", metavar="MS", type=positive_float, help="reject candidates slower than this as int8 TFLite at "
                         "batch 1 on this machine, before training them")
-    parser.add_argument("--max-params", type=positive_int, help="reject candidates with more parameters, before training them")
-    parser.add_argument("--threads", type=positive_int, help="LiteRT threads when timing candidates (default: LiteRT's)")
+    parser.add_argument("--max-params", metavar="N", type=positive_int, help="reject candidates with more parameters, before training them")
+    parser.add_argument("--threads", metavar="N", type=positive_int, help="LiteRT threads when timing candidates (default: LiteRT's)")
     parser.add_argument("--resume", action="store_true", help="continue the search in --out (only --max-trials may change)")
     space = parser.add_argument_group("search space (default: the Keras-Tuner tutorial's, plus dropout, batch norm and learning rate)")
-    space.add_argument("--blocks", type=int_range, help="VGG blocks, MIN-MAX (default: 2-5)")
-    space.add_argument("--filters", type=int_range, help="filters per block, MIN-MAX in steps of 32 (default: 32-256)")
-    space.add_argument("--dense-layers", type=int_range, help="hidden dense layers, MIN-MAX (default: 0-2)")
-    space.add_argument("--dense-units", type=int_range, help="units per dense layer, MIN-MAX in steps of 64 (default: 64-512)")
-    space.add_argument("--dropout", type=float_range, help="dropout rate, MIN-MAX in steps of 0.1 (default: 0-0.5)")
+    space.add_argument("--blocks", metavar="MIN-MAX", type=int_range, help="VGG blocks, MIN-MAX (default: 2-5)")
+    space.add_argument("--filters", metavar="MIN-MAX", type=int_range, help="filters per block, MIN-MAX in steps of 32 (default: 32-256)")
+    space.add_argument("--dense-layers", metavar="MIN-MAX", type=int_range, help="hidden dense layers, MIN-MAX (default: 0-2)")
+    space.add_argument("--dense-units", metavar="MIN-MAX", type=int_range, help="units per dense layer, MIN-MAX in steps of 64 (default: 64-512)")
+    space.add_argument("--dropout", metavar="MIN-MAX", type=float_range, help="dropout rate, MIN-MAX in steps of 0.1 (default: 0-0.5)")
     space.add_argument("--batch-norm", choices=tuple(BATCH_NORM), help="batch norm (default: both)")
-    space.add_argument("--learning-rates", type=rates, help="SGD learning rates to choose from (default: 0.001,0.003,0.01,0.03)")
+    space.add_argument("--learning-rates", metavar="LR[,LR...]", type=rates, help="SGD learning rates to choose from (default: 0.001,0.003,0.01,0.03)")
     return parser
 
 

@@ -1,0 +1,54 @@
+"""Model integrity: a file that has a manifest beside it must still be the file the manifest describes.
+
+`cifar-export` and the packaged models record every file's sha256 in `manifest.json`. A model
+with a few bytes changed (a failing SD card, a bad copy, an interrupted re-export) often still
+loads and classifies, giving wrong answers with no warning; so `Classifier`, `cifar-run` and
+`cifar-bench` hash the file once per load and refuse a mismatch. The cost is a few
+milliseconds for our largest file (BENCHMARKS.md, "Model integrity check"). A file without a
+manifest, or whose manifest has no digest for it, is used as it is: there is nothing to check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from cifar_edge.runtime.errors import CifarEdgeError
+from cifar_edge.runtime.files import sha256_file
+
+#: The flag (and, as `check_integrity=False`, the argument) for a user who changed a file on purpose.
+SKIP_FLAG = "--skip-integrity-check"
+
+
+class IntegrityError(CifarEdgeError):
+    """A model file whose bytes differ from those its manifest recorded."""
+
+
+def recorded_sha256(path: str | os.PathLike) -> str | None:
+    """The sha256 the manifest beside `path` records for it, or None when there is none to check."""
+    path = Path(path)
+    manifest = path.parent / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        rows = json.loads(manifest.read_text()).get("files", [])
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        raise IntegrityError(f"{manifest}: unreadable manifest ({error}); cannot check {path.name} against it") from None
+    digests = [row.get("sha256") for row in rows if isinstance(row, dict) and row.get("file") == path.name]
+    return digests[0] if digests and isinstance(digests[0], str) else None
+
+
+def verify_model_file(path: str | os.PathLike) -> str | None:
+    """Hash `path` and compare with its manifest; return the digest, None if unrecorded, or raise IntegrityError."""
+    path = Path(path)
+    expected = recorded_sha256(path)
+    if expected is None:
+        return None
+    actual = sha256_file(path)
+    if actual != expected:
+        raise IntegrityError(
+            f"{path}: sha256 {actual} does not match {expected} recorded in {path.parent / 'manifest.json'}: the file is "
+            f"damaged or was changed; export or install it again, or pass {SKIP_FLAG} if you changed it on purpose"
+        )
+    return actual
