@@ -196,7 +196,8 @@ fi
 
 # --- 3. the runtime install, as a Pi user would do it -----------------------------------------------------------
 log "installing .[runtime] from the working tree into a fresh venv in the root"
-src=/opt/cifar-edge/src
+# Not named "src": setuptools has been seen to fail building a wheel from a folder of that name.
+src=/opt/cifar-edge/tree
 safe_rm "$root$src"
 safe_rm "$root/opt/cifar-edge/venv"
 mkdir -p "$root$src"
