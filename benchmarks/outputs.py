@@ -11,7 +11,16 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_edge.benchmarks.records import COVERAGE_TARGETS, PLOT_NAME, SCHEMA, TABLE_COLUMNS, TABLE_COVERAGE, BenchError
+from cifar_edge.benchmarks.records import (
+    COVERAGE_TARGETS,
+    PLOT_NAME,
+    RISK_COVERAGE_PLOT_NAME,
+    SCHEMA,
+    TABLE_COLUMNS,
+    TABLE_COVERAGE,
+    BenchError,
+)
+from cifar_edge.benchmarks.risk_plot import plot_risk_coverage
 from cifar_edge.runtime.calibration import coverage_key
 from cifar_edge.runtime.files import atomic_path, write_json, write_text
 from cifar_edge.runtime.plots import plain_log_x_axis
@@ -197,14 +206,14 @@ def _place_labels(figure, axes, labelled: list[tuple[float, float, str]]) -> Non
 
 
 def write_outputs(results_list: list[dict], out: Path) -> list[Path]:
-    """results.json (one run, or `runs` when merged), results.csv, results.md and the plot."""
+    """results.json (one run, or `runs` when merged), results.csv, results.md and the two plots."""
     json_data = results_list[0] if len(results_list) == 1 else {"schema": SCHEMA, "runs": results_list}
     written = [out / "results.json", out / "results.csv", out / "results.md"]
     write_json(written[0], json_data)
     write_text(written[1], csv_text(results_list))
     write_text(written[2], markdown_table(results_list))
-    figure = plot(results_list, out / PLOT_NAME)
-    return written + ([figure] if figure else [])
+    figures = [plot(results_list, out / PLOT_NAME), plot_risk_coverage(results_list, run_labels(results_list), out / RISK_COVERAGE_PLOT_NAME)]
+    return written + [figure for figure in figures if figure]
 
 
 def read_results(path: str) -> list[dict]:

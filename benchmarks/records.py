@@ -13,6 +13,7 @@ SCHEMA = "cifar-bench/1"
 #: The engines with rows, from the format table: its engines, then Keras for the reference.
 BENCH_ENGINES = ENGINES
 PLOT_NAME = "accuracy_vs_latency.png"
+RISK_COVERAGE_PLOT_NAME = "risk_coverage.png"
 # Accepted accuracies of the risk-coverage table: the coverage at each is the share of images answered.
 COVERAGE_TARGETS = (0.95, 0.98, 0.99)
 # The table shows the coverage at the runtime's default target.
@@ -97,6 +98,8 @@ class Row:
     """The same with the manifest's calibration applied; None without one."""
     coverage: dict | None = None
     """Accepted accuracy -> share of images answered at the threshold that reaches it (calibrated scores when there are)."""
+    risk_coverage: list | None = None
+    """[coverage, accuracy of the answered images] at every 5% of coverage, most confident answered first."""
     latency_ms: dict | None = None
     fps: float | None = None
     throughput: dict = field(default_factory=dict)

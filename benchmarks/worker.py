@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_edge.benchmarks.records import COVERAGE_TARGETS, BenchOptions, Candidate, Row
-from cifar_edge.runtime.calibration import Calibration, expected_calibration_error, risk_coverage
+from cifar_edge.runtime.calibration import Calibration, expected_calibration_error, risk_coverage, risk_coverage_curve
 from cifar_edge.runtime.data import Split
 from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.timing import MIN_RUNS, latency_stats, time_runs
@@ -92,6 +92,7 @@ class _RowState:
             probabilities = Calibration.from_dict(self.candidate.calibration).apply(probabilities)
             self.row.ece_calibrated = expected_calibration_error(probabilities, labels)
         self.row.coverage = risk_coverage(probabilities, labels, COVERAGE_TARGETS)
+        self.row.risk_coverage = risk_coverage_curve(probabilities, labels)
 
     def time_slice(self, batch_size: int, seconds: float, warmup: int, min_runs: int) -> None:
         batch = self.split.images[np.arange(batch_size) % len(self.split)]

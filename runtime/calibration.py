@@ -97,6 +97,21 @@ def coverage_key(target: float) -> str:
     return f"{target * 100:g}%"
 
 
+#: Coverages of the risk-coverage curve: every 5% of the images, most confident first.
+CURVE_COVERAGES = tuple(round(0.05 * i, 2) for i in range(1, 21))
+
+
+def risk_coverage_curve(probabilities: np.ndarray, labels: np.ndarray, coverages=CURVE_COVERAGES) -> list[list[float]]:
+    """[coverage, accuracy of the answered images] when only the most confident `coverage` of them are answered."""
+    confidence = np.max(probabilities, axis=1)
+    correct = (np.argmax(probabilities, axis=1) == labels)[np.argsort(-confidence, kind="stable")]
+    curve = []
+    for coverage in coverages:
+        answered = max(1, int(round(coverage * len(correct))))
+        curve.append([float(coverage), float(np.mean(correct[:answered]))])
+    return curve
+
+
 def risk_coverage(probabilities: np.ndarray, labels: np.ndarray, targets=(0.95, 0.98, 0.99)) -> dict[str, float]:
     """For each accepted-accuracy target, the fraction of images accepted at its threshold."""
     confidence = np.max(probabilities, axis=1)

@@ -157,6 +157,9 @@ def test_bench_outputs_follow_the_documented_schema(bench_run):
     header = (out / "results.md").read_text().splitlines()[0]
     assert header == "| Model | " + " | ".join(TABLE_COLUMNS) + " |", "the broken file is a second model"
     assert (out / "accuracy_vs_latency.png").stat().st_size > 10_000
+    assert (out / "risk_coverage.png").stat().st_size > 10_000
+    curve = next(r for r in results["rows"] if r["status"] == "ok")["risk_coverage"]
+    assert len(curve) == 20 and curve[-1][0] == 1.0
 
 
 def test_report_merges_devices_into_one_table_and_plot(bench_run, tmp_path, capsys):
@@ -172,6 +175,7 @@ def test_report_merges_devices_into_one_table_and_plot(bench_run, tmp_path, caps
     devices = [line.split("|")[1].strip() for line in table[2:]]
     assert devices == sorted(devices) and set(devices) == {"a-pi", "test-box"}
     assert len(read_results(str(merged))) == 2 and (merged / "accuracy_vs_latency.png").is_file()
+    assert (merged / "risk_coverage.png").is_file()
 
 
 def test_rows_of_several_models_get_a_model_column(bench_run):

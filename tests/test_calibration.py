@@ -11,6 +11,7 @@ from cifar_edge.runtime.calibration import (
     expected_calibration_error,
     fit_temperature,
     risk_coverage,
+    risk_coverage_curve,
     threshold_for_accuracy,
 )
 
@@ -79,3 +80,11 @@ def test_calibration_fits_serialises_and_refuses_nonsense():
                 {"temperature": "x", "min_score": 0.5, "target_accuracy": 0.98, "images": 3}):
         with pytest.raises(ValueError):
             Calibration.from_dict(bad)
+
+
+def test_the_risk_coverage_curve_answers_the_most_confident_first():
+    # Four images, most confident first: right, right, wrong, right.
+    probabilities = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]])
+    labels = np.array([0, 0, 0, 1])
+    curve = risk_coverage_curve(probabilities, labels, coverages=(0.25, 0.5, 0.75, 1.0))
+    assert curve == [[0.25, 1.0], [0.5, 1.0], [0.75, pytest.approx(2 / 3)], [1.0, 0.75]]
