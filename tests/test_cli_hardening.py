@@ -121,13 +121,14 @@ def test_summary_says_images_and_gives_no_rate_when_nothing_was_classified(tmp_p
 def _parsers():
     from cifar_edge.benchmarks import cli as bench_cli
     from cifar_edge.export import cli as export_cli
+    from cifar_edge.train import cli as train_cli
     from cifar_edge.train import tune_cli
 
-    return {"cifar-run": run_cli.build_parser(), "cifar-export": export_cli.build_parser(), "cifar-tune": tune_cli.build_parser(),
+    return {"cifar-run": run_cli.build_parser(), "cifar-train": train_cli.build_parser(), "cifar-export": export_cli.build_parser(), "cifar-tune": tune_cli.build_parser(),
             "cifar-bench": bench_cli.build_parser(), "cifar-bench report": bench_cli.build_report_parser()}
 
 
-@pytest.mark.parametrize("prog", ["cifar-run", "cifar-export", "cifar-tune", "cifar-bench", "cifar-bench report"])
+@pytest.mark.parametrize("prog", ["cifar-run", "cifar-train", "cifar-export", "cifar-tune", "cifar-bench", "cifar-bench report"])
 def test_every_value_flag_has_a_real_metavar(prog):
     parser = _parsers()[prog]
     placeholders = [action.option_strings[-1] for action in parser._actions

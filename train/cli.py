@@ -62,21 +62,21 @@ def build_parser() -> ArgumentParser:
         "and learning rate come from each model's recipe (see --list-models).",
     )
     parser.add_argument("--model", metavar="NAME", help="registry name (see --list-models); required for a new run")
-    parser.add_argument("--epochs", type=positive_int, help="epochs to train (default: the model's recipe)")
+    parser.add_argument("--epochs", type=positive_int, metavar="N", help="epochs to train (default: the model's recipe)")
     parser.add_argument("--out", metavar="DIR", help="run directory for every output; required, but for --dry-run and --list-models")
-    parser.add_argument("--data", help=f"CIFAR-10 source: official tarball or folder, image-folder tree or its tar (default: ${ENV_VAR}, else download)")
-    parser.add_argument("--batch-size", type=positive_int, help="images per step (default: the model's recipe)")
-    parser.add_argument("--learning-rate", type=positive_float, help="peak learning rate (default: the model's recipe)")
-    parser.add_argument("--weight-decay", type=non_negative_float,
+    parser.add_argument("--data", metavar="PATH", help=f"CIFAR-10 source: official tarball or folder, image-folder tree or its tar (default: ${ENV_VAR}, else download)")
+    parser.add_argument("--batch-size", type=positive_int, metavar="N", help="images per step (default: the model's recipe)")
+    parser.add_argument("--learning-rate", type=positive_float, metavar="LR", help="peak learning rate (default: the model's recipe)")
+    parser.add_argument("--weight-decay", type=non_negative_float, metavar="WD",
                         help="decoupled weight decay (Keras' convention: p <- p (1 - lr wd) per step) (default: the model's recipe)")
     parser.add_argument("--tta", choices=tuple(TTA_MODES),
                         help="test-time augmentation for the reported test_accuracy_tta: none, flip, or 6 views (default: the model's recipe)")
-    parser.add_argument("--limit-train", type=positive_int, help="train on this many images, class-balanced")
+    parser.add_argument("--limit-train", type=positive_int, metavar="N", help="train on this many images, class-balanced")
     parser.add_argument("--holdout", type=positive_int, metavar="N",
                         help="leave N class-balanced training images out of training (the same N for every run), for "
                         "calibration at export; metrics.json reports the model's accuracy on them")
-    parser.add_argument("--limit-test", type=positive_int, help="evaluate on this many test images, class-balanced")
-    parser.add_argument("--seed", type=non_negative_int, help="random seed (default: 0)")
+    parser.add_argument("--limit-test", type=positive_int, metavar="N", help="evaluate on this many test images, class-balanced")
+    parser.add_argument("--seed", type=non_negative_int, metavar="S", help="random seed (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --out from its last checkpoint")
     parser.add_argument(
         "--mixed-precision", choices=PRECISIONS,

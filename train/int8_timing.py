@@ -6,8 +6,6 @@ timed with the runtime's LiteRT engine and timing helpers, as `cifar-bench` time
 
 from __future__ import annotations
 
-import contextlib
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 from cifar_edge.runtime.data import Split
 from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.formats import get_format
+from cifar_edge.runtime.quiet import native_notices_filtered
 from cifar_edge.runtime.timing import latency_stats, time_runs
 from cifar_edge.train.search_space import TuneError
 
@@ -26,7 +25,7 @@ def int8_latency(calibration: Split, threads: int | None, seconds: float = 1.0) 
     def measure(model) -> float:
         with tempfile.TemporaryDirectory(prefix="cifar-tune-") as scratch:
             target = Path(scratch) / "candidate.tflite"
-            with _native_stderr_silenced():
+            with native_notices_filtered():  # the converter's per-file C++ notices; real errors still show
                 result = convert(model, get_format("tflite-int8"), target, calibration)
             if result.status != "passed":
                 raise TuneError(f"could not convert a candidate to tflite-int8 to time it: {result.error}")
@@ -35,16 +34,3 @@ def int8_latency(calibration: Split, threads: int | None, seconds: float = 1.0) 
             return latency_stats(time_runs(lambda: engine.predict(image), warmup=20, min_time=seconds))["p50"]
 
     return measure
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """The TFLite converter prints a line per conversion from C++, and a search converts many."""
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
