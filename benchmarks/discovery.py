@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -35,6 +36,11 @@ def find_candidates(inputs: list[str], engines: tuple[str, ...] = BENCH_ENGINES)
     return chosen
 
 
+def keras_installed() -> bool:
+    """Whether the Keras reference row can run here; looked up without importing Keras or TensorFlow."""
+    return importlib.util.find_spec("keras") is not None
+
+
 def _from_folder(folder: Path) -> list[Candidate]:
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
@@ -54,7 +60,8 @@ def _from_folder(folder: Path) -> list[Candidate]:
     tagged = f"{name}+tta{manifest.get('tta_views')}" if with_tta else name
     # A packaged manifest's source is relative to its folder; an export's is absolute.
     source = folder / manifest["source"] if manifest.get("source") else None
-    if source is not None and source.suffix == REFERENCE_SUFFIX and source.is_file():
+    # The reference row only where Keras is installed: on a runtime-only install (a Pi) it could only fail.
+    if source is not None and source.suffix == REFERENCE_SUFFIX and source.is_file() and keras_installed():
         candidates.append(Candidate(source, REFERENCE_ENGINE, REFERENCE_ENGINE, reference=True,
                                     export_accuracy=None if with_tta else manifest.get("keras_accuracy"),
                                     export_images=manifest.get("validation_images"), model=name))

@@ -63,6 +63,15 @@ def test_export_folder_gives_every_format_and_the_keras_reference(tiny_export):
     assert {c.format for c in only} == {"onnx-fp32", "onnx-int8"}
 
 
+def test_packaged_folders_get_no_keras_row_where_keras_is_not_installed(monkeypatch):
+    from cifar_edge.benchmarks import discovery
+
+    packaged = str(REPO / "runtime" / "models" / "edge")
+    assert any(c.reference for c in find_candidates([packaged])), "the packaged manifest's source resolves here"
+    monkeypatch.setattr(discovery, "keras_installed", lambda: False)
+    assert not any(c.reference for c in find_candidates([packaged]))
+
+
 def test_files_with_tta_in_the_graph_are_their_own_model_rows(tiny_export, tmp_path):
     out, manifest = tiny_export
     folder = tmp_path / "with-tta"
