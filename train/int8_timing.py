@@ -13,7 +13,6 @@ from pathlib import Path
 from cifar_edge.runtime.data import Split
 from cifar_edge.runtime.engines import open_engine
 from cifar_edge.runtime.formats import get_format
-from cifar_edge.runtime.quiet import native_notices_filtered
 from cifar_edge.runtime.timing import latency_stats, time_runs
 from cifar_edge.train.search_space import TuneError
 
@@ -25,8 +24,8 @@ def int8_latency(calibration: Split, threads: int | None, seconds: float = 1.0) 
     def measure(model) -> float:
         with tempfile.TemporaryDirectory(prefix="cifar-tune-") as scratch:
             target = Path(scratch) / "candidate.tflite"
-            with native_notices_filtered():  # the converter's per-file C++ notices; real errors still show
-                result = convert(model, get_format("tflite-int8"), target, calibration)
+            # convert_tflite already filters the converter's per-file C++ notices, and lets real errors through.
+            result = convert(model, get_format("tflite-int8"), target, calibration)
             if result.status != "passed":
                 raise TuneError(f"could not convert a candidate to tflite-int8 to time it: {result.error}")
             engine = open_engine(target, "litert", threads)
