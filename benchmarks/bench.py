@@ -24,7 +24,7 @@ import numpy as np
 from cifar_edge.benchmarks.discovery import find_candidates
 from cifar_edge.benchmarks.outputs import csv_text, markdown_table, pareto_front, plot, read_results, write_outputs
 from cifar_edge.benchmarks.records import BENCH_ENGINES, SCHEMA, TABLE_COLUMNS, BenchError, BenchOptions, Candidate, Row
-from cifar_edge.benchmarks.worker import _RowProcess, _schedule, _WorkerGone, measure
+from cifar_edge.benchmarks.worker import RowProcess, WorkerGone, measure, schedule
 from cifar_edge.runtime.data import Split
 from cifar_edge.runtime.machine import cpu_model
 from cifar_edge.runtime.timing import latency_stats
@@ -58,7 +58,7 @@ def device_record(options: BenchOptions) -> dict:
 
 def count_steps(candidates: list[Candidate], options: BenchOptions) -> int:
     """Progress units of `run_benchmark`: one per row opened and one per timed slice."""
-    return len(candidates) * (1 + len(_schedule(options)))
+    return len(candidates) * (1 + len(schedule(options)))
 
 
 def run_benchmark(candidates: list[Candidate], split: Split, options: BenchOptions, data_source: str | None,
@@ -75,25 +75,25 @@ def run_benchmark(candidates: list[Candidate], split: Split, options: BenchOptio
     with tempfile.TemporaryDirectory(prefix="cifar-bench-") as scratch:
         split_file = Path(scratch) / "split.npz"
         np.savez(split_file, images=split.images, labels=split.labels)
-        workers = [_RowProcess(c, split_file, options, Path(scratch), i) for i, c in enumerate(ordered)]
+        workers = [RowProcess(c, split_file, options, Path(scratch), i) for i, c in enumerate(ordered)]
         try:
             for worker in workers:
                 try:
                     rows.append(Row(**worker.ask(worker.request, timeout_s=1800)))
-                except _WorkerGone as gone:
+                except WorkerGone as gone:
                     candidate = worker.candidate
                     rows.append(Row(candidate.format, candidate.engine, str(candidate.path), "failed", str(gone), candidate.reference,
                                     candidate.model))
                 if on_step:
                     on_step(f"{worker.candidate.format} ({worker.candidate.engine}) loaded")
-            for step, (batch_size, warmup, min_runs, seconds) in enumerate(_schedule(options)):
+            for step, (batch_size, warmup, min_runs, seconds) in enumerate(schedule(options)):
                 order = range(len(workers)) if step % 2 == 0 else reversed(range(len(workers)))
                 for index in order:
                     if rows[index].status == "ok":
                         message = {"batch_size": batch_size, "seconds": seconds, "warmup": warmup, "min_runs": min_runs}
                         try:
                             answer = workers[index].ask(message, timeout_s=600 + 10 * seconds)
-                        except _WorkerGone as gone:
+                        except WorkerGone as gone:
                             answer = {"error": str(gone)}
                         if "error" in answer:
                             rows[index] = replace(rows[index], status="failed", error=answer["error"])
@@ -104,7 +104,7 @@ def run_benchmark(candidates: list[Candidate], split: Split, options: BenchOptio
                     try:
                         # The child kept every slice's timings: its final row has latency, throughput and peak memory.
                         rows[index] = Row(**worker.ask({"done": True}, timeout_s=60))
-                    except _WorkerGone as gone:
+                    except WorkerGone as gone:
                         rows[index] = replace(rows[index], status="failed", error=str(gone))
         finally:
             for worker in workers:

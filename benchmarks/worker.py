@@ -1,5 +1,5 @@
 """Measuring one candidate: its open engine and timed slices (`_RowState`), in this process
-(`measure`) or in a child process of its own driven over JSON lines (`_RowProcess`, `_serve`)."""
+(`measure`) or in a child process of its own driven over JSON lines (`RowProcess`, `_serve`)."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def _with_timings(row: Row, timings: dict[int, list[float]]) -> Row:
     return replace(row, latency_ms=latency, fps=round(1000 / latency["p50"], 1), throughput=throughput)
 
 
-def _schedule(options: BenchOptions) -> list[tuple[int, int, int, float]]:
+def schedule(options: BenchOptions) -> list[tuple[int, int, int, float]]:
     """The timed slices as (batch size, warm-up calls, minimum runs, seconds), in the order they run.
 
     Batch 1 always comes first (it gives the latency percentiles, and batch-1 throughput
@@ -138,18 +138,18 @@ def measure(candidate: Candidate, split: Split, options: BenchOptions, with_accu
     state.open(with_accuracy)
     if state.row.status == "ok":
         try:
-            for batch_size, warmup, min_runs, seconds in _schedule(options):
+            for batch_size, warmup, min_runs, seconds in schedule(options):
                 state.time_slice(batch_size, seconds, warmup, min_runs)
         except Exception as error:  # noqa: BLE001 - as in open(): the row records why
             state.fail(error)
     return state.finish()
 
 
-class _WorkerGone(Exception):
+class WorkerGone(Exception):
     """A row's process died, hung or answered nonsense."""
 
 
-class _RowProcess:
+class RowProcess:
     """A candidate measured in its own Python process, driven one request at a time.
 
     Own process: its peak memory is its own, engines' thread pools do not pile up, and a
@@ -171,14 +171,14 @@ class _RowProcess:
             self.process.stdin.write(json.dumps(message) + "\n")
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
-            raise _WorkerGone(self._death()) from None
+            raise WorkerGone(self._death()) from None
         ready, _, _ = select.select([self.process.stdout], [], [], timeout_s)
         if not ready:
             self.process.kill()
-            raise _WorkerGone(f"no answer within {timeout_s:g} s")
+            raise WorkerGone(f"no answer within {timeout_s:g} s")
         line = self.process.stdout.readline()
         if not line:
-            raise _WorkerGone(self._death())
+            raise WorkerGone(self._death())
         return json.loads(line)
 
     def _death(self) -> str:
@@ -196,7 +196,7 @@ class _RowProcess:
 
 
 def _serve() -> None:
-    """The child side of `_RowProcess`: JSON requests on stdin, one JSON answer per line on stdout."""
+    """The child side of `RowProcess`: JSON requests on stdin, one JSON answer per line on stdout."""
     answers = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # an engine's own prints (native code included) go to stderr, never into the answers
     request = json.loads(sys.stdin.readline())

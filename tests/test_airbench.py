@@ -17,7 +17,7 @@ from cifar_edge.train import trainer  # noqa: E402
 from cifar_edge.train.models import AIRBENCH_RECIPE, CIFAR10_MEAN, CIFAR10_STD, create_model  # noqa: E402
 from cifar_edge.train.optim import GroupSGD, LinearWarmupDecay, Lookahead  # noqa: E402
 from cifar_edge.train.pipeline import TrainingBatches  # noqa: E402
-from cifar_edge.train.settings import TrainSettings  # noqa: E402
+from cifar_edge.train.settings import TrainSettings, checkpoint_files  # noqa: E402
 from cifar_edge.train.trainer import train  # noqa: E402
 from cifar_edge.train.whitening import whitening_kernel, with_identity  # noqa: E402
 
@@ -147,10 +147,11 @@ def test_resume_keeps_the_freeze_and_the_lookahead_state(small_dataset, tmp_path
     with pytest.raises(KeyboardInterrupt):
         train(air_settings(epochs=2), small_dataset, out, verbose=0)
     monkeypatch.undo()
-    checkpoint = keras.models.load_model(out / "checkpoint" / "model.keras")
+    files = checkpoint_files(out, json.loads((out / "checkpoint" / "state.json").read_text()))
+    checkpoint = keras.models.load_model(files / "model.keras")
     assert isinstance(checkpoint.optimizer, GroupSGD)
     assert checkpoint.optimizer.frozen_from["^whiten/kernel$"] == 0
-    assert (out / "checkpoint" / Lookahead.STATE_FILE).is_file()
+    assert (files / Lookahead.STATE_FILE).is_file()
 
     result = train(air_settings(epochs=2), small_dataset, out, resume=True, verbose=0)
     model = keras.models.load_model(result.files["model.keras"])

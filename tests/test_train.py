@@ -20,7 +20,7 @@ keras = pytest.importorskip("keras")
 
 from cifar_edge.train import trainer  # noqa: E402
 from cifar_edge.train.cli import main  # noqa: E402
-from cifar_edge.train.settings import TrainError, TrainSettings  # noqa: E402
+from cifar_edge.train.settings import TrainError, TrainSettings, checkpoint_files  # noqa: E402
 from cifar_edge.train.trainer import train  # noqa: E402
 from conftest import write_official_tarball  # noqa: E402
 
@@ -178,7 +178,8 @@ def test_resume_refuses_other_data_and_defaults_to_its_own(small_dataset, image_
 def test_a_damaged_checkpoint_is_a_one_line_error(damage, small_dataset, image_tree, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     _interrupted_run(small_dataset, out, monkeypatch)
-    state_path, model_path = out / "checkpoint" / "state.json", out / "checkpoint" / "model.keras"
+    state_path = out / "checkpoint" / "state.json"
+    model_path = checkpoint_files(out, json.loads(state_path.read_text())) / "model.keras"
     if damage == "empty-state":
         state_path.write_text("{}")
     elif damage == "list-state":
@@ -213,11 +214,58 @@ def test_batches_depend_only_on_seed_epoch_and_index(small_dataset):
     assert not np.array_equal(first_epoch[0], uninterrupted[0][0]), "each epoch reshuffles"
 
 
-def _interrupted_run(dataset, out, monkeypatch) -> None:
-    """A 2-epoch run killed right after its first checkpoint."""
+def test_a_kill_between_the_model_and_its_state_resumes_from_the_previous_epoch(small_dataset, tmp_path, monkeypatch):
+    # state.json is the commit point: a kill after epoch 2's model was written but before its
+    # state leaves epoch 1's state with epoch 1's weights, not epoch 2's weights under "epoch 1".
+    out = tmp_path / "run"
+    original = trainer.write_json
+
+    def killed_before_the_second_state(path, data):
+        if Path(path).name == "state.json" and data["epoch"] == 2:
+            raise KeyboardInterrupt
+        original(path, data)
+
+    monkeypatch.setattr(trainer, "write_json", killed_before_the_second_state)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_settings(epochs=3), small_dataset, out, verbose=0)
+    monkeypatch.undo()
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 1
+    saved = keras.models.load_model(checkpoint_files(out, state) / "model.keras")
+    steps_per_epoch = -(-TINY["limit_train"] // TINY["batch_size"])
+    assert int(saved.optimizer.iterations.numpy()) == steps_per_epoch * state["epoch"]
+
+    resumed = train(tiny_settings(epochs=3), small_dataset, out, resume=True, verbose=0)
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+    assert not (out / "checkpoint").exists()
+
+
+def test_a_checkpoint_in_the_older_layout_resumes_and_is_replaced(small_dataset, tmp_path, monkeypatch):
+    # Runs checkpointed before per-epoch folders kept model.keras beside state.json.
+    out = tmp_path / "run"
+    _interrupted_run(small_dataset, out, monkeypatch, epochs=3)
+    checkpoint = out / "checkpoint"
+    state = json.loads((checkpoint / "state.json").read_text())
+    for entry in checkpoint_files(out, state).iterdir():
+        entry.rename(checkpoint / entry.name)
+    checkpoint_files(out, state).rmdir()
+    del state["folder"]
+    (checkpoint / "state.json").write_text(json.dumps(state))
+
     monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", _interrupt_after(trainer._RunRecorder.on_epoch_end))
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_settings(epochs=2), dataset, out, verbose=0)
+        train(tiny_settings(epochs=3), small_dataset, out, resume=True, verbose=0)
+    monkeypatch.undo()
+    assert sorted(entry.name for entry in checkpoint.iterdir()) == ["epoch-0002", "state.json"]
+    resumed = train(tiny_settings(epochs=3), small_dataset, out, resume=True, verbose=0)
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
+
+
+def _interrupted_run(dataset, out, monkeypatch, epochs: int = 2) -> None:
+    """A run killed right after its first checkpoint."""
+    monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", _interrupt_after(trainer._RunRecorder.on_epoch_end))
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_settings(epochs=epochs), dataset, out, verbose=0)
     monkeypatch.undo()
 
 

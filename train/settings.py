@@ -139,6 +139,16 @@ def check_run_dir(out: Path, resume: bool) -> dict | None:
     return state
 
 
+def checkpoint_files(out: Path, state: dict) -> Path:
+    """The folder holding the checkpoint model (and its extras) that `state` belongs to.
+
+    Each epoch's model goes to a folder of its own, and state.json, written last, names it:
+    a kill between the two leaves state.json pointing at the previous, complete epoch.
+    Checkpoints written before that rule (no "folder") keep the model beside state.json.
+    """
+    return out / CHECKPOINT_DIR / state.get("folder", "")
+
+
 def read_state(out: Path) -> dict | None:
     """The checkpoint state of an unfinished run in `out`, checked; None if there is none."""
     path = out / CHECKPOINT_DIR / "state.json"
@@ -155,7 +165,9 @@ def read_state(out: Path) -> dict | None:
             problem = "it lacks the epoch or the history"
         elif not isinstance(state.get("settings"), dict) or set(state["settings"]) != fields:
             problem = "its settings do not match this version of cifar-train"
-        elif not isinstance(state.get("wall_seconds"), (int, float)) or not (out / CHECKPOINT_DIR / "model.keras").is_file():
+        elif not isinstance(state.get("folder", ""), str) or "/" in state.get("folder", "") or state.get("folder") in (".", ".."):
+            problem = "its model folder is not a name"
+        elif not isinstance(state.get("wall_seconds"), (int, float)) or not (checkpoint_files(out, state) / "model.keras").is_file():
             problem = "the checkpoint model or its timing is missing"
     if problem:
         raise TrainError(f"{path}: unreadable checkpoint ({problem}); remove {path.parent} to start over")

@@ -10,8 +10,9 @@ A run directory holds, when finished:
     config.json            everything needed to train it again, with the command
     logs/                  TensorBoard logs
 
-While it runs, `checkpoint/` holds the model with its optimizer state after every epoch,
-so `resume=True` continues a killed run losing at most the epoch in progress.
+While it runs, `checkpoint/` holds the model with its optimizer state after every epoch
+(in `checkpoint/epoch-NNNN/`, named by `checkpoint/state.json`), so `resume=True` continues
+a killed run losing at most the epoch in progress.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from cifar_edge.train.settings import (
     TrainError,
     TrainSettings,
     check_run_dir,
+    checkpoint_files,
 )
 
 log = logging.getLogger("cifar_edge.train")
@@ -149,14 +151,15 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
     lookahead = Lookahead(recipe.lookahead_every, recipe.lookahead_decay, total_steps) if recipe.lookahead_every else None
     with distribution_scope(settings.distribute):
         if state is not None:
+            files = checkpoint_files(out, state)
             try:
-                model = keras.models.load_model(checkpoint / "model.keras")
+                model = keras.models.load_model(files / "model.keras")
             except Exception as error:  # Keras raises many types for a damaged file
-                raise TrainError(f"{checkpoint / 'model.keras'}: unreadable checkpoint ({type(error).__name__}); "
+                raise TrainError(f"{files / 'model.keras'}: unreadable checkpoint ({type(error).__name__}); "
                                  f"remove {checkpoint} to start over") from None
             first_epoch, history, earlier_seconds = state["epoch"], state["history"], state["wall_seconds"]
             if lookahead:
-                lookahead.load(checkpoint)
+                lookahead.load(files)
             log.info("resuming %s at epoch %d of %d", out, first_epoch + 1, settings.epochs)
         else:
             model = create_model(settings.model)
@@ -261,19 +264,34 @@ class _RunRecorder(keras.callbacks.Callback):
             "train_seconds": round(train_seconds, 3),
             "wall_seconds": round(self.earlier_seconds + time.perf_counter() - self.started, 2),
         })
-        self.checkpoint.mkdir(exist_ok=True)
-        with atomic_path(self.checkpoint / "model.keras") as temporary:
+        # The epoch's files go to a folder of their own; state.json, replaced last and atomically,
+        # is the commit point. A kill anywhere before it leaves the previous epoch's state and
+        # files together, so no epoch is trained twice on weights that already include it.
+        folder = f"epoch-{epoch + 1:04d}"
+        files = self.checkpoint / folder
+        shutil.rmtree(files, ignore_errors=True)  # left by a kill before its state.json: never named by it
+        files.mkdir(parents=True)
+        with atomic_path(files / "model.keras") as temporary:
             self.model.save(temporary)
         for extra in self.extras:
-            extra.save(self.checkpoint)
-        # state.json is written after the model, so it never points at an older model.
+            extra.save(files)
         write_json(self.checkpoint / "state.json", {
             "epoch": epoch + 1,
+            "folder": folder,
             "settings": dataclasses.asdict(self.settings),
             "history": self.history,
             "wall_seconds": self.earlier_seconds + time.perf_counter() - self.started,
             "data_source": self.data_source,
         })
+        # Only now are the older files unneeded: earlier epochs' folders, and the files of a
+        # checkpoint written before per-epoch folders (model.keras and extras beside state.json).
+        for entry in self.checkpoint.iterdir():
+            if entry.name in ("state.json", folder):
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 def _limit(split: Split, limit: int | None, seed: int) -> Split:
