@@ -197,6 +197,41 @@ def test_a_damaged_checkpoint_is_a_one_line_error(damage, small_dataset, image_t
     assert len(err) == 1 and err[0].startswith("cifar-train: error:"), err
 
 
+def test_zoom_out_shrinks_the_chosen_images_onto_a_background():
+    from cifar_edge.train.pipeline import ZOOM_OUT_MIN_SCALE, zoom_out
+
+    images = np.full((64, 32, 32, 3), 200, np.uint8)
+    backgrounds = np.full((1, 32, 32, 3), 7, np.uint8)
+    rng = np.random.default_rng(0)
+    assert zoom_out(images, backgrounds, rng, 0.0) is images
+    out = zoom_out(images, backgrounds, rng, 1.0)
+    assert np.all(images == 200), "the input is not changed in place"
+    assert set(np.unique(out)) <= {7, 200}
+    for image in out[..., 0]:
+        rows, cols = np.nonzero(image == 200)
+        side = rows.max() - rows.min() + 1
+        # One square of the subject, at least the minimum scale, the rest background.
+        assert cols.max() - cols.min() + 1 == side and len(rows) == side * side
+        assert round(32 * ZOOM_OUT_MIN_SCALE) <= side <= 32
+    assert (out == 7).any(axis=(1, 2, 3)).mean() > 0.9, "nearly every image lost some of its side"
+    share = np.mean([(zoom_out(images, backgrounds, rng, 0.3) == 7).any(axis=(1, 2, 3)).mean() for _ in range(20)])
+    assert 0.2 < share < 0.4
+
+
+def test_zoom_out_leaves_the_order_shifts_and_flips_of_every_batch_as_they_were(small_dataset):
+    from cifar_edge.train.pipeline import TrainingBatches
+
+    def batches(zoom):
+        return TrainingBatches(small_dataset.train.images, small_dataset.train.labels, 32, flip=True, shift_pixels=4,
+                               seed=7, zoom_out=zoom)
+
+    plain, barely, always = batches(0.0), batches(1e-12), batches(1.0)
+    for index in range(len(plain)):
+        assert np.array_equal(plain[index][0], barely[index][0]), "its draws use a stream of their own"
+        assert np.array_equal(plain[index][1], always[index][1])
+    assert not np.array_equal(plain[0][0], always[0][0])
+
+
 def test_batches_depend_only_on_seed_epoch_and_index(small_dataset):
     from cifar_edge.train.pipeline import TrainingBatches
 
@@ -250,6 +285,7 @@ def test_a_checkpoint_in_the_older_layout_resumes_and_is_replaced(small_dataset,
         entry.rename(checkpoint / entry.name)
     checkpoint_files(out, state).rmdir()
     del state["folder"]
+    del state["settings"]["zoom_out"]  # a field added since: it defaults to off
     (checkpoint / "state.json").write_text(json.dumps(state))
 
     monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", _interrupt_after(trainer._RunRecorder.on_epoch_end))

@@ -11,6 +11,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+import cv2
 import keras
 import numpy as np
 
@@ -61,6 +62,37 @@ def apply_augmentation(images: np.ndarray, augmentation: Augmentation, pad: int)
 def augment(images: np.ndarray, rng: np.random.Generator, flip: bool, shift_pixels: int) -> np.ndarray:
     """Randomly translate (reflect-padded) and horizontally flip a batch of NHWC images."""
     return apply_augmentation(images, draw_augmentation(rng, len(images), flip, shift_pixels), shift_pixels)
+
+
+# Zoom-out shrinks an image to this share of its side, or more, on a background. 0.5 reaches a
+# subject that fills half of a camera frame's centre square (benchmarks/scenes.py's smallest fill).
+ZOOM_OUT_MIN_SCALE = 0.5
+# The zoom-out draws use their own random stream: (seed, epoch, batch, this), so enabling it
+# leaves the shuffling, shifts and flips of every batch as they were without it.
+_ZOOM_STREAM = 2
+
+
+def zoom_out(images: np.ndarray, backgrounds: np.ndarray, rng: np.random.Generator, probability: float,
+             min_scale: float = ZOOM_OUT_MIN_SCALE) -> np.ndarray:
+    """A `probability` share of `images`, each shrunk to `min_scale`..1 of its side and placed
+    at a random position on a random row of `backgrounds`; the others unchanged.
+
+    The background is another training image, not a flat fill: around a subject a camera
+    sees clutter. Shrinking uses area interpolation, as the runtime's downscaling of frames.
+    """
+    count, size = len(images), images.shape[1]
+    chosen = np.flatnonzero(rng.random(count) < probability)
+    if not len(chosen):
+        return images
+    sides = np.round(size * rng.uniform(min_scale, 1.0, len(chosen))).astype(np.int64)
+    sources = rng.integers(0, len(backgrounds), len(chosen))
+    tops, lefts = rng.integers(0, size - sides + 1), rng.integers(0, size - sides + 1)
+    out = images.copy()
+    for index, side, source, top, left in zip(chosen, sides, sources, tops, lefts, strict=True):
+        canvas = backgrounds[source].copy()
+        canvas[top : top + side, left : left + side] = cv2.resize(images[index], (int(side), int(side)), interpolation=cv2.INTER_AREA)
+        out[index] = canvas
+    return out
 
 
 @dataclass(frozen=True)
@@ -125,15 +157,19 @@ class TrainingBatches(keras.utils.PyDataset):
     log-probabilities for each image's nearest cached view (`teacher`: an array
     (images, views, classes) over the views of `grid`).
 
+    With `zoom_out` (a probability), images are also shrunk onto another training image
+    after the shift and flip (`zoom_out()`); a teacher's target stays that of the unshrunk
+    view, since the subject, and so its class, is the same.
+
     The order and the augmentation of batch `i` in epoch `e` depend only on
     (seed, e, i), so a resumed run sees exactly the batches an uninterrupted one would.
     """
 
     def __init__(self, images, labels, batch_size: int, *, flip: bool, shift_pixels: int, seed: int, first_epoch: int = 0,
                  alternating_flip: bool = False, drop_last: bool = False, teacher: np.ndarray | None = None,
-                 grid: ViewGrid | None = None):
+                 grid: ViewGrid | None = None, zoom_out: float = 0.0):
         super().__init__(workers=1, use_multiprocessing=False)
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.zoom_out = images, labels, zoom_out
         self.batch_size, self.flip, self.shift_pixels, self.seed = batch_size, flip, shift_pixels, seed
         self.drop_last = drop_last and len(labels) >= batch_size
         if (teacher is None) != (grid is None) or (teacher is not None and teacher.shape[:2] != (len(labels), len(grid))):
@@ -163,6 +199,8 @@ class TrainingBatches(keras.utils.PyDataset):
         if self.base_flips is not None:
             augmentation = dataclasses.replace(augmentation, mirrored=self.flips(chosen))
         images = apply_augmentation(self.images[chosen], augmentation, self.shift_pixels)
+        if self.zoom_out:
+            images = zoom_out(images, self.images, np.random.default_rng((self.seed, self.epoch, index, _ZOOM_STREAM)), self.zoom_out)
         targets = one_hot(self.labels[chosen])
         if self.teacher is not None:
             targets = np.concatenate([targets, self.teacher[chosen, self.grid.index(augmentation)]], axis=1)

@@ -63,6 +63,7 @@ class TrainSettings:
     distill_alpha: float | None = None
     distill_temperature: float | None = None
     distill_shift_step: int | None = None
+    zoom_out: float | None = None
 
     def __post_init__(self):
         get_spec(self.model)
@@ -76,6 +77,8 @@ class TrainSettings:
             raise TrainError(f"weight_decay must be 0 or more, not {self.weight_decay}")
         if self.holdout is not None and self.holdout < 10:
             raise TrainError(f"holdout must be at least 10 images (one per class), not {self.holdout}")
+        if self.zoom_out is not None and not 0 <= self.zoom_out <= 1:
+            raise TrainError(f"zoom_out must be between 0 and 1, not {self.zoom_out}")
         given = [name for name in DISTILL_FIELDS if getattr(self, name) is not None]
         if self.teacher is None and given:
             raise TrainError(f"--{given[0].replace('_', '-')} needs --teacher")
@@ -161,9 +164,11 @@ def read_state(out: Path) -> dict | None:
         state, problem = None, str(error)
     if problem is None:
         fields = {f.name for f in dataclasses.fields(TrainSettings)}
+        # Fields added since a checkpoint was written default to None (off), so it still resumes.
+        optional = {f.name for f in dataclasses.fields(TrainSettings) if f.default is None}
         if not isinstance(state, dict) or not isinstance(state.get("epoch"), int) or not isinstance(state.get("history"), list):
             problem = "it lacks the epoch or the history"
-        elif not isinstance(state.get("settings"), dict) or set(state["settings"]) != fields:
+        elif not isinstance(state.get("settings"), dict) or not set(state["settings"]) <= fields or fields - set(state["settings"]) - optional:
             problem = "its settings do not match this version of cifar-train"
         elif not isinstance(state.get("folder", ""), str) or "/" in state.get("folder", "") or state.get("folder") in (".", ".."):
             problem = "its model folder is not a name"

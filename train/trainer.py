@@ -143,6 +143,7 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
         train_split.images, train_split.labels, settings.batch_size, flip=recipe.flip, shift_pixels=recipe.shift_pixels,
         seed=settings.seed, first_epoch=state["epoch"] if state else 0, alternating_flip=recipe.alternating_flip,
         drop_last=recipe.drop_last, teacher=teacher.train if teacher else None, grid=teacher.grid if teacher else None,
+        zoom_out=settings.zoom_out or 0.0,
     )
     test_targets = one_hot(test_split.labels)
     if teacher:
