@@ -170,7 +170,7 @@ def read_state(out: Path) -> dict | None:
             problem = "it lacks the epoch or the history"
         elif not isinstance(state.get("settings"), dict) or not set(state["settings"]) <= fields or fields - set(state["settings"]) - optional:
             problem = "its settings do not match this version of cifar-train"
-        elif not isinstance(state.get("folder", ""), str) or "/" in state.get("folder", "") or state.get("folder") in (".", ".."):
+        elif not isinstance(folder := state.get("folder", ""), str) or Path(folder).name != folder or folder in (".", ".."):
             problem = "its model folder is not a name"
         elif not isinstance(state.get("wall_seconds"), (int, float)) or not (checkpoint_files(out, state) / "model.keras").is_file():
             problem = "the checkpoint model or its timing is missing"
