@@ -7,6 +7,12 @@ BIN := $(VENV)/bin
 DATA ?= $(or $(CIFAR10_DATA),$(abspath $(wildcard ../shared/data/cifar10-jpeg.tar.gz)))
 export CIFAR10_DATA := $(DATA)
 PYTEST_ARGS ?=
+# Test files run in this many processes (pytest-xdist), whole files to a process so module
+# and session fixtures are built once per process. CI machines have 2 cores, and most of a
+# test's time is single-threaded Python and graph building (BENCHMARKS.md, "CI time").
+# PYTEST_WORKERS=0 runs them in this process, as before.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 
 .PHONY: setup test test-fast demo demo-train pi-check clean
 
@@ -20,10 +26,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 # The main job: the packaged default model on the bundled photos and clip (made by
 # `python -m cifar_edge.benchmarks.clips --out samples` from CIFAR-10 test images).
