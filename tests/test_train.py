@@ -85,6 +85,33 @@ def test_saved_model_keeps_the_contract_and_loads_without_cifar_edge(tiny_run, s
     assert 0.0 <= accuracy <= 1.0
 
 
+def test_init_from_starts_from_the_given_weights_and_records_the_file(tiny_run, small_dataset, tmp_path):
+    source = tiny_run.out_dir / "model.keras"
+    # A learning rate too small to move anything: the kernels stay the source's trained ones,
+    # which a fresh start with the same seed would not have.
+    result = train(tiny_settings(init_from=str(source), learning_rate=1e-9, weight_decay=0.0), small_dataset, tmp_path / "tuned", verbose=0)
+    trained = keras.models.load_model(source)
+    tuned = keras.models.load_model(result.files["model.keras"])
+    pairs = [(a, b) for a, b in zip(tuned.layers, trained.layers, strict=True) if isinstance(b, keras.layers.Conv2D)]
+    assert pairs
+    for mine, theirs in pairs:
+        np.testing.assert_allclose(mine.kernel.numpy(), theirs.kernel.numpy(), atol=1e-6)
+    config = json.loads((result.out_dir / "config.json").read_text())
+    assert config["init_from"]["path"] == str(source) and len(config["init_from"]["sha256"]) == 64
+    assert f"--init-from {source}" in config["command"]
+
+
+@pytest.mark.parametrize("case", ["other-model", "not-keras"])
+def test_init_from_a_model_that_does_not_fit_is_a_one_line_error(case, tiny_run, image_tree, tmp_path, capsys):
+    source = tiny_run.out_dir / ("model.keras" if case == "other-model" else "metrics.json")
+    code = main(["--model", "resnet8-w20", "--epochs", "1", "--limit-train", "64", "--limit-test", "20",
+                 "--init-from", str(source), "--data", str(image_tree), "--out", str(tmp_path / "run")])
+    assert code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cifar-train: error:") and str(source) in err[0], err
+    assert ("do not fit resnet8" if case == "other-model" else "must be a .keras model") in err[0]
+
+
 @pytest.mark.parametrize(("flag", "policy"), [("on", "mixed_float16"), ("bfloat16", "mixed_bfloat16")])
 def test_mixed_precision_trains_in_it_and_delivers_a_float32_model(flag, policy, small_dataset, tmp_path):
     # One step on 20 test images: float16 arithmetic is emulated on CPUs (four steps on 100 took

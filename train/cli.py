@@ -96,6 +96,10 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--zoom-out", type=_unit_interval, metavar="P",
                         help="shrink this share of training images to 50-100%% of their side, each on another training "
                         "image, so the model knows subjects that fill only part of a camera frame (default: off)")
+    parser.add_argument("--init-from", type=_existing_file, metavar="PATH",
+                        help="start from the weights of this .keras model (of the same --model, e.g. a finished run's "
+                        "model.keras) instead of a fresh initialisation, to fine-tune it; the schedule and the "
+                        "optimizer start anew")
     parser.add_argument("--bad-images", choices=BAD_IMAGE_POLICIES, default="error", help="unreadable images: stop with an error, or skip them (default: error)")
     parser.add_argument("--dry-run", action="store_true", help="load and check the data, build the model, print both summaries, train nothing")
     parser.add_argument("--list-models", action="store_true", help="list the registry and exit")

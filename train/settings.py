@@ -64,6 +64,7 @@ class TrainSettings:
     distill_temperature: float | None = None
     distill_shift_step: int | None = None
     zoom_out: float | None = None
+    init_from: str | None = None
 
     def __post_init__(self):
         get_spec(self.model)
@@ -79,6 +80,8 @@ class TrainSettings:
             raise TrainError(f"holdout must be at least 10 images (one per class), not {self.holdout}")
         if self.zoom_out is not None and not 0 <= self.zoom_out <= 1:
             raise TrainError(f"zoom_out must be between 0 and 1, not {self.zoom_out}")
+        if self.init_from is not None and not self.init_from.endswith(".keras"):
+            raise TrainError(f"init_from must be a .keras model, not {self.init_from}")
         given = [name for name in DISTILL_FIELDS if getattr(self, name) is not None]
         if self.teacher is None and given:
             raise TrainError(f"--{given[0].replace('_', '-')} needs --teacher")

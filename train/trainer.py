@@ -32,7 +32,7 @@ import numpy as np
 
 from cifar_edge.runtime import tta
 from cifar_edge.runtime.data import Cifar10, Split
-from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
+from cifar_edge.runtime.files import atomic_path, sha256_file, writable_dir, write_json, write_text
 from cifar_edge.runtime.metrics import confusion_matrix
 from cifar_edge.runtime.plots import plot_confusion_matrix
 from cifar_edge.train.device import describe_device, distribution_scope, global_policy, library_versions, precision_policy
@@ -125,6 +125,7 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
             "holdout": {"images": len(holdout), "seed": HOLDOUT_SEED, "sha256": holdout.fingerprint()} if holdout else None,
         },
         "teacher": teacher_info,
+        "init_from": {"path": settings.init_from, "sha256": sha256_file(settings.init_from)} if settings.init_from else None,
         "versions": library_versions(),
         "command": settings.command(dataset.source, skip_bad_images=bool(dataset.skipped)),
     }
@@ -164,7 +165,9 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
             log.info("resuming %s at epoch %d of %d", out, first_epoch + 1, settings.epochs)
         else:
             model = create_model(settings.model)
-            if spec.prepare:
+            if settings.init_from:
+                _load_initial_weights(model, settings.init_from)
+            elif spec.prepare:  # data-dependent initialisation; a model to start from has its own
                 spec.prepare(model, train_split.images)
             _compile(model, recipe, steps_per_epoch=len(batches), frozen=spec.frozen, distill=settings if teacher else None)
             first_epoch, history, earlier_seconds = 0, [], 0.0
@@ -192,6 +195,21 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
             # weights in at its end, so do that here.
             model.optimizer.finalize_variable_values(model.trainable_weights)
     return model, recorder.history, earlier_seconds
+
+
+def _load_initial_weights(model, path: str) -> None:
+    """Set `model`'s weights from the .keras model at `path`, which must have the same architecture."""
+    try:
+        source = keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a file that is not a model
+        raise TrainError(f"--init-from {path}: not a readable Keras model ({type(error).__name__})") from None
+    wanted = [tuple(weight.shape) for weight in model.weights]
+    given = [tuple(weight.shape) for weight in source.weights]
+    if wanted != given:
+        raise TrainError(f"--init-from {path}: its weights do not fit {model.name} "
+                         f"({len(given)} arrays, {source.count_params()} parameters; {model.name} has "
+                         f"{len(wanted)} arrays, {model.count_params()} parameters)")
+    model.set_weights(source.get_weights())
 
 
 def _metrics(settings, dataset: Cifar10, train_split: Split, test_split: Split, probabilities, history, parameters) -> dict:
