@@ -1,5 +1,5 @@
-"""The runtime's own costs: classifier overhead, end-to-end video FPS, and accuracy through
-the photo and video paths against raw 32x32 images.
+"""The runtime's own costs: classifier overhead, end-to-end video FPS (with the file's calibration
+and threshold, and without), and accuracy through the photo and video paths against raw 32x32 images.
 
     python -m cifar_edge.benchmarks.runtime_speed --model runtime/models/edge --images 1000
 
@@ -63,6 +63,35 @@ def classifier_overhead(classifier: Classifier, image: np.ndarray, calls: int = 
             "ratio": round(classify_ms / bare_ms, 3)}
 
 
+def without_calibration(classifier: Classifier) -> Classifier:
+    """The same file as `classifier`, answering as before calibration existed: raw scores, no threshold."""
+    plain = Classifier(classifier.model.path, threads=classifier.options.threads, min_score=0, zoom=classifier.options.zoom)
+    plain.calibration = None
+    return plain
+
+
+def calibration_cost(calibrated: Classifier, plain: Classifier, image: np.ndarray, calls: int = 2000, rounds: int = 20) -> dict:
+    """Median time per `classify` + `answer` with the file's calibration and threshold and without, side by side."""
+    def run(classifier):
+        return classifier.answer(classifier.classify(image))
+
+    per_round = max(1, calls // rounds)
+    times = {"calibrated": [], "plain": []}
+    for classifier in (calibrated, plain):
+        for _ in range(50):
+            run(classifier)
+    for round_index in range(rounds):
+        order = (("plain", plain), ("calibrated", calibrated)) if round_index % 2 == 0 else (("calibrated", calibrated), ("plain", plain))
+        for name, classifier in order:
+            for _ in range(per_round):
+                start = time.perf_counter()
+                run(classifier)
+                times[name].append(time.perf_counter() - start)
+    calibrated_ms, plain_ms = (float(np.median(times[name])) * 1000 for name in ("calibrated", "plain"))
+    return {"calls_each": per_round * rounds, "plain_ms": round(plain_ms, 4), "calibrated_ms": round(calibrated_ms, 4),
+            "ratio": round(calibrated_ms / plain_ms, 3)}
+
+
 def _accuracy(class_ids, labels) -> float:
     return float(np.mean(np.asarray(class_ids) == np.asarray(labels)))
 
@@ -77,6 +106,9 @@ def measure(model: str | None, data: str | None, images: int, threads: int = 1, 
     results["raw_accuracy"] = _accuracy(raw, subset.labels)
     if isinstance(classifier.engine, LiteRTEngine):
         results["overhead"] = classifier_overhead(classifier, subset.images[0])
+    plain = without_calibration(classifier) if classifier.calibration is not None else None
+    if plain is not None:
+        results["calibration_cost"] = calibration_cost(classifier, plain, subset.images[0])
     with tempfile.TemporaryDirectory(prefix="runtime-speed-") as scratch:
         clip = write_clip(subset.images, Path(scratch) / "clip.mp4")
         predictions = []
@@ -84,6 +116,9 @@ def measure(model: str | None, data: str | None, images: int, threads: int = 1, 
             stats = classify_frames(classifier, video, on_result=lambda r: predictions.append(r.predictions[0].class_id))
         results["video"] = {"frame_size": [640, 480], "accuracy": _accuracy(predictions, subset.labels),
                             "agreement_with_raw": _accuracy(predictions, raw), **stats.summary()}
+        if plain is not None:  # the same clip, answered without calibration or threshold
+            with VideoFile(clip) as video:
+                results["video_without_calibration"] = classify_frames(plain, video).summary()
         photos = Path(scratch) / "photos"
         photos.mkdir()
         for index, rgb in enumerate(subset.images):

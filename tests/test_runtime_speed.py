@@ -8,8 +8,9 @@ import pytest
 
 from cifar_edge.benchmarks import runtime_speed
 from cifar_edge.benchmarks.clips import frame_around, make_samples, write_clip
-from cifar_edge.benchmarks.runtime_speed import classifier_overhead, measure
+from cifar_edge.benchmarks.runtime_speed import calibration_cost, classifier_overhead, measure, without_calibration
 from cifar_edge.runtime import Classifier, data
+from cifar_edge.runtime.calibration import Calibration
 from conftest import export_file
 
 
@@ -73,3 +74,16 @@ def test_overhead_compares_the_same_model(tiny_export, small_dataset):
     classifier = Classifier(export_file(tiny_export, "tflite-int8"), threads=1)
     result = classifier_overhead(classifier, small_dataset.test.images[0], calls=200, rounds=4)
     assert result["calls_each"] == 200 and result["bare_litert_ms"] > 0 and result["classify_ms"] > 0
+
+
+def test_calibration_cost_compares_the_file_with_and_without_its_calibration(tiny_export, small_dataset):
+    calibrated = Classifier(export_file(tiny_export, "tflite-int8"), threads=1)
+    calibrated.calibration, calibrated.min_score = Calibration(0.5, 0.99, 0.98, 100), 0.99
+    plain = without_calibration(calibrated)
+    assert plain.calibration is None and plain.min_score == 0 and plain.model.path == calibrated.model.path
+    image = small_dataset.test.images[0]
+    raw = plain.classify(image)[0]
+    assert plain.answer([raw]) == raw, "without calibration, every answer is the top class"
+    assert calibrated.classify(image)[0].score != raw.score, "the calibrated side rescales the scores"
+    result = calibration_cost(calibrated, plain, image, calls=200, rounds=4)
+    assert result["calls_each"] == 200 and result["plain_ms"] > 0 and result["calibrated_ms"] > 0
