@@ -82,6 +82,8 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     recipe = settings.recipe()
     policy = precision_policy(settings.mixed_precision, device)
     keras.utils.set_random_seed(settings.seed)
+    # Hashed before training, so the record is of the file the weights came from.
+    init_from = {"path": settings.init_from, "sha256": sha256_file(settings.init_from)} if settings.init_from else None
     teacher, teacher_info = None, None
     if settings.teacher:
         grid = ViewGrid.for_recipe(recipe.shift_pixels, settings.distill_shift_step, recipe.flip)
@@ -125,7 +127,7 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
             "holdout": {"images": len(holdout), "seed": HOLDOUT_SEED, "sha256": holdout.fingerprint()} if holdout else None,
         },
         "teacher": teacher_info,
-        "init_from": {"path": settings.init_from, "sha256": sha256_file(settings.init_from)} if settings.init_from else None,
+        "init_from": init_from,
         "versions": library_versions(),
         "command": settings.command(dataset.source, skip_bad_images=bool(dataset.skipped)),
     }
