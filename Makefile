@@ -10,9 +10,9 @@ PYTEST_ARGS ?=
 # Test files run in this many processes (pytest-xdist), whole files to a process so module
 # and session fixtures are built once per process. CI machines have 2 cores, and most of a
 # test's time is single-threaded Python and graph building (BENCHMARKS.md, "CI time").
-# PYTEST_WORKERS=0 runs them in this process, as before.
+# PYTEST_WORKERS=0 (or empty) runs them in this process, as before.
 PYTEST_WORKERS ?= 2
-PYTEST_PARALLEL := $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+PYTEST_PARALLEL := $(if $(filter-out 0,$(strip $(PYTEST_WORKERS))),-n $(strip $(PYTEST_WORKERS)) --dist loadfile)
 
 .PHONY: setup test test-fast demo demo-train pi-check clean
 

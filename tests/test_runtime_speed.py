@@ -83,7 +83,6 @@ def test_calibration_cost_compares_the_file_with_and_without_its_calibration(tin
     assert plain.calibration is None and plain.min_score == 0 and plain.model.path == calibrated.model.path
     image = small_dataset.test.images[0]
     raw = plain.classify(image)[0]
-    assert plain.answer([raw]) == raw, "without calibration, every answer is the top class"
     assert calibrated.classify(image)[0].score != raw.score, "the calibrated side rescales the scores"
     result = calibration_cost(calibrated, plain, image, calls=200, rounds=4)
     assert result["calls_each"] == 200 and result["plain_ms"] > 0 and result["calibrated_ms"] > 0

@@ -101,15 +101,36 @@ def test_init_from_starts_from_the_given_weights_and_records_the_file(tiny_run, 
     assert f"--init-from {source}" in config["command"]
 
 
-@pytest.mark.parametrize("case", ["other-model", "not-keras"])
+@pytest.mark.parametrize("case", ["other-model", "not-keras", "junk"])
 def test_init_from_a_model_that_does_not_fit_is_a_one_line_error(case, tiny_run, image_tree, tmp_path, capsys):
     source = tiny_run.out_dir / ("model.keras" if case == "other-model" else "metrics.json")
-    code = main(["--model", "resnet8-w20", "--epochs", "1", "--limit-train", "64", "--limit-test", "20",
-                 "--init-from", str(source), "--data", str(image_tree), "--out", str(tmp_path / "run")])
+    if case == "junk":
+        source = tmp_path / "junk.keras"
+        source.write_bytes(b"not a zip" * 50)
+    argv = ["--model", "resnet8-w20", "--epochs", "1", "--limit-train", "64", "--limit-test", "20",
+            "--init-from", str(source), "--data", str(image_tree), "--out", str(tmp_path / "run")]
+    if case == "not-keras":  # refused by the flag's type, as argparse refuses a bad flag
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        code = stopped.value.code
+    else:
+        code = main(argv)
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cifar-train: error:") and str(source) in err[0], err
-    assert ("do not fit resnet8" if case == "other-model" else "must be a .keras model") in err[0]
+    expected = {"other-model": "do not fit resnet8", "not-keras": "expected a .keras model", "junk": "not a readable Keras model"}
+    assert expected[case] in err[0]
+
+
+def test_a_fine_tune_resumes_without_its_init_file_and_keeps_its_record(tiny_run, small_dataset, tmp_path, monkeypatch):
+    source = tmp_path / "start.keras"
+    source.write_bytes((tiny_run.out_dir / "model.keras").read_bytes())
+    out = tmp_path / "tuned"
+    _interrupted_run(small_dataset, out, monkeypatch, init_from=str(source))
+    record = json.loads((out / "checkpoint" / "state.json").read_text())["init_from"]
+    source.unlink()  # the weights are in the checkpoint now
+    train(tiny_settings(epochs=2, init_from=str(source)), small_dataset, out, resume=True, verbose=0)
+    assert json.loads((out / "config.json").read_text())["init_from"] == record and len(record["sha256"]) == 64
 
 
 @pytest.mark.parametrize(("flag", "policy"), [("on", "mixed_float16"), ("bfloat16", "mixed_bfloat16")])
@@ -326,11 +347,11 @@ def test_a_checkpoint_in_the_older_layout_resumes_and_is_replaced(small_dataset,
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3]
 
 
-def _interrupted_run(dataset, out, monkeypatch, epochs: int = 2) -> None:
+def _interrupted_run(dataset, out, monkeypatch, epochs: int = 2, **overrides) -> None:
     """A run killed right after its first checkpoint."""
     monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", _interrupt_after(trainer._RunRecorder.on_epoch_end))
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_settings(epochs=epochs), dataset, out, verbose=0)
+        train(tiny_settings(epochs=epochs, **overrides), dataset, out, verbose=0)
     monkeypatch.undo()
 
 

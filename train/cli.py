@@ -42,6 +42,12 @@ def _existing_file(text: str) -> str:
     return str(path.resolve())
 
 
+def _keras_file(text: str) -> str:
+    if not text.endswith(".keras"):
+        raise argparse.ArgumentTypeError(f"expected a .keras model, not {text}")
+    return _existing_file(text)
+
+
 def _unit_interval(text: str) -> float:
     try:
         value = float(text)
@@ -96,7 +102,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--zoom-out", type=_unit_interval, metavar="P",
                         help="shrink this share of training images to 50-100%% of their side, each on another training "
                         "image, so the model knows subjects that fill only part of a camera frame (default: off)")
-    parser.add_argument("--init-from", type=_existing_file, metavar="PATH",
+    parser.add_argument("--init-from", type=_keras_file, metavar="PATH",
                         help="start from the weights of this .keras model (of the same --model, e.g. a finished run's "
                         "model.keras) instead of a fresh initialisation, to fine-tune it; the schedule and the "
                         "optimizer start anew")
@@ -150,6 +156,11 @@ def _run(args) -> int:
         print(f"training would use {min(settings.limit_train or available, available)} train{held} and "
               f"{settings.limit_test or len(dataset.test)} test images (class-balanced subsets when limited)")
         model = create_model(settings.model)
+        if settings.init_from:
+            from cifar_edge.train.trainer import read_initial_weights
+
+            read_initial_weights(settings.init_from, model)
+            print(f"would start from the weights of {settings.init_from} (they fit {settings.model})")
         model.summary(print_fn=lambda line, **_: print(line))
         print("recipe:")
         for name, value in dataclasses.asdict(settings.recipe()).items():

@@ -82,15 +82,18 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     recipe = settings.recipe()
     policy = precision_policy(settings.mixed_precision, device)
     keras.utils.set_random_seed(settings.seed)
-    # Hashed before training, so the record is of the file the weights came from.
-    init_from = {"path": settings.init_from, "sha256": sha256_file(settings.init_from)} if settings.init_from else None
+    # A new run reads (and checks) the file to start from before anything costly, the teacher
+    # cache included; a resumed one has its weights in the checkpoint and its record in the state.
+    initial, init_from = None, state.get("init_from") if state else None
+    if settings.init_from and state is None:
+        initial, init_from = read_initial_weights(settings.init_from, create_model(settings.model))
     teacher, teacher_info = None, None
     if settings.teacher:
         grid = ViewGrid.for_recipe(recipe.shift_pixels, settings.distill_shift_step, recipe.flip)
         teacher, teacher_info = prepare_teacher(out, settings.teacher, grid, train_split, test_split, resume=state is not None)
     with global_policy(policy):
         model, history, earlier_seconds = _fit(settings, recipe, train_split, test_split, out, state, started, verbose,
-                                               dataset.source, teacher)
+                                               dataset.source, teacher, initial, init_from)
     # The delivered model is rebuilt uncompiled (clone_model would keep the compile
     # config), so it carries no optimizer and loads with plain Keras anywhere. It is built
     # outside the mixed policy: the weights are float32 under every policy, and a float32
@@ -138,8 +141,9 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
 
 
 def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split: Split, out: Path, state: dict | None,
-         started: float, verbose, data_source: str, teacher: TeacherCache | None):
-    """Build (or restore) and fit the model; return it, the epoch history and earlier seconds."""
+         started: float, verbose, data_source: str, teacher: TeacherCache | None, initial: list | None, init_from: dict | None):
+    """Build (or restore) and fit the model (a new one from `initial` weights when given); return it,
+    the epoch history and earlier seconds."""
     spec = get_spec(settings.model)
     checkpoint = out / CHECKPOINT_DIR
     batches = TrainingBatches(
@@ -167,13 +171,14 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
             log.info("resuming %s at epoch %d of %d", out, first_epoch + 1, settings.epochs)
         else:
             model = create_model(settings.model)
-            if settings.init_from:
-                _load_initial_weights(model, settings.init_from)
+            if initial is not None:
+                model.set_weights(initial)
             elif spec.prepare:  # data-dependent initialisation; a model to start from has its own
                 spec.prepare(model, train_split.images)
             _compile(model, recipe, steps_per_epoch=len(batches), frozen=spec.frozen, distill=settings if teacher else None)
             first_epoch, history, earlier_seconds = 0, [], 0.0
-        recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds, data_source, extras=[lookahead] if lookahead else [])
+        recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds, data_source, init_from,
+                                extras=[lookahead] if lookahead else [])
         # Lookahead first: the recorder's checkpoint and test figures see the weights it sets.
         callbacks: list = ([lookahead] if lookahead else []) + [recorder]
         # Keras writes TensorBoard logs through tf.summary, whatever the backend.
@@ -199,8 +204,12 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
     return model, recorder.history, earlier_seconds
 
 
-def _load_initial_weights(model, path: str) -> None:
-    """Set `model`'s weights from the .keras model at `path`, which must have the same architecture."""
+def read_initial_weights(path: str, model) -> tuple[list, dict]:
+    """The weights of the .keras model at `path`, checked to fit `model`, and its record (path, sha256)."""
+    try:
+        record = {"path": path, "sha256": sha256_file(path)}
+    except OSError as error:
+        raise TrainError(f"--init-from {path}: {error.strerror or error}") from None
     try:
         source = keras.models.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a file that is not a model
@@ -211,7 +220,7 @@ def _load_initial_weights(model, path: str) -> None:
         raise TrainError(f"--init-from {path}: its weights do not fit {model.name} "
                          f"({len(given)} arrays, {source.count_params()} parameters; {model.name} has "
                          f"{len(wanted)} arrays, {model.count_params()} parameters)")
-    model.set_weights(source.get_weights())
+    return source.get_weights(), record
 
 
 def _metrics(settings, dataset: Cifar10, train_split: Split, test_split: Split, probabilities, history, parameters) -> dict:
@@ -256,9 +265,10 @@ class _RunRecorder(keras.callbacks.Callback):
     """Times each epoch, keeps the history, and checkpoints after every epoch."""
 
     def __init__(self, checkpoint: Path, settings: TrainSettings, history: list[dict], started: float, earlier_seconds: float,
-                 data_source: str, extras=()):
+                 data_source: str, init_from: dict | None = None, extras=()):
         super().__init__()
         self.checkpoint, self.settings, self.history, self.data_source = checkpoint, settings, list(history), data_source
+        self.init_from = init_from  # the record of the file a fine-tune started from, kept for --resume
         self.extras = list(extras)  # objects with save(folder), checkpointed with the model
         self.started, self.earlier_seconds = started, earlier_seconds
         self._epoch_start = 0.0
@@ -303,6 +313,7 @@ class _RunRecorder(keras.callbacks.Callback):
             "history": self.history,
             "wall_seconds": self.earlier_seconds + time.perf_counter() - self.started,
             "data_source": self.data_source,
+            "init_from": self.init_from,
         })
         # Only now are the older files unneeded: earlier epochs' folders, and the files of a
         # checkpoint written before per-epoch folders (model.keras and extras beside state.json).
