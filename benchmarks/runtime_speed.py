@@ -13,6 +13,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -25,6 +26,27 @@ from cifar_edge.runtime.engines import LiteRTEngine
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, positive_int, run_cli
 from cifar_edge.runtime.runner import classify_frames
 from cifar_edge.runtime.sources import ImageFiles, VideoFile
+
+
+def side_by_side(functions: dict[str, Callable[[], object]], calls: int, rounds: int) -> tuple[int, dict[str, float]]:
+    """Calls each, and the median milliseconds per call of every function, timed in interleaved rounds.
+
+    Each is warmed first, in the given order; then the rounds alternate which goes first, so
+    neither always follows the other's cache state.
+    """
+    per_round = max(1, calls // rounds)
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    for function in functions.values():
+        for _ in range(50):
+            function()
+    for round_index in range(rounds):
+        order = list(functions.items())
+        for name, function in (order[::-1] if round_index % 2 == 0 else order):
+            for _ in range(per_round):
+                start = time.perf_counter()
+                function()
+                times[name].append(time.perf_counter() - start)
+    return per_round * rounds, {name: float(np.median(values)) * 1000 for name, values in times.items()}
 
 
 def classifier_overhead(classifier: Classifier, image: np.ndarray, calls: int = 2000, rounds: int = 20) -> dict:
@@ -41,26 +63,10 @@ def classifier_overhead(classifier: Classifier, image: np.ndarray, calls: int = 
         interpreter.invoke()
         return interpreter.get_tensor(output_index)
 
-    def wrapped():
-        return classifier.classify(image)
-
-    per_round = max(1, calls // rounds)
-    times = {"bare": [], "classify": []}
-    for function in (wrapped, bare):  # warm both; classify first, as it resizes the input to batch 1
-        for _ in range(50):
-            function()
-    for round_index in range(rounds):
-        # Alternate which goes first, so neither always follows the other's cache state.
-        order = (("bare", bare), ("classify", wrapped)) if round_index % 2 == 0 else (("classify", wrapped), ("bare", bare))
-        for name, function in order:
-            for _ in range(per_round):
-                start = time.perf_counter()
-                function()
-                times[name].append(time.perf_counter() - start)
-    bare_ms = float(np.median(times["bare"])) * 1000
-    classify_ms = float(np.median(times["classify"])) * 1000
-    return {"calls_each": per_round * rounds, "bare_litert_ms": round(bare_ms, 4), "classify_ms": round(classify_ms, 4),
-            "ratio": round(classify_ms / bare_ms, 3)}
+    # classify is warmed first, as it resizes the input to batch 1.
+    calls_each, ms = side_by_side({"classify": lambda: classifier.classify(image), "bare": bare}, calls, rounds)
+    return {"calls_each": calls_each, "bare_litert_ms": round(ms["bare"], 4), "classify_ms": round(ms["classify"], 4),
+            "ratio": round(ms["classify"] / ms["bare"], 3)}
 
 
 def without_calibration(classifier: Classifier) -> Classifier:
@@ -74,24 +80,10 @@ def without_calibration(classifier: Classifier) -> Classifier:
 
 def calibration_cost(calibrated: Classifier, plain: Classifier, image: np.ndarray, calls: int = 2000, rounds: int = 20) -> dict:
     """Median time per `classify` + `answer` with the file's calibration and threshold and without, side by side."""
-    def run(classifier):
-        return classifier.answer(classifier.classify(image))
-
-    per_round = max(1, calls // rounds)
-    times = {"calibrated": [], "plain": []}
-    for classifier in (calibrated, plain):
-        for _ in range(50):
-            run(classifier)
-    for round_index in range(rounds):
-        order = (("plain", plain), ("calibrated", calibrated)) if round_index % 2 == 0 else (("calibrated", calibrated), ("plain", plain))
-        for name, classifier in order:
-            for _ in range(per_round):
-                start = time.perf_counter()
-                run(classifier)
-                times[name].append(time.perf_counter() - start)
-    calibrated_ms, plain_ms = (float(np.median(times[name])) * 1000 for name in ("calibrated", "plain"))
-    return {"calls_each": per_round * rounds, "plain_ms": round(plain_ms, 4), "calibrated_ms": round(calibrated_ms, 4),
-            "ratio": round(calibrated_ms / plain_ms, 3)}
+    calls_each, ms = side_by_side({name: (lambda c=c: c.answer(c.classify(image))) for name, c in
+                                   (("calibrated", calibrated), ("plain", plain))}, calls, rounds)
+    return {"calls_each": calls_each, "plain_ms": round(ms["plain"], 4), "calibrated_ms": round(ms["calibrated"], 4),
+            "ratio": round(ms["calibrated"] / ms["plain"], 3)}
 
 
 def _accuracy(class_ids, labels) -> float:
