@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -28,6 +29,13 @@ def edge_copy(tmp_path) -> Path:
     return folder
 
 
+def _packaged_file(folder: Path, format_name: str) -> Path:
+    """The file of `format_name` in a packaged folder, by its manifest (the name depends on the model shipped)."""
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (row,) = [row for row in manifest["files"] if row["format"] == format_name]
+    return folder / row["file"]
+
+
 def _flip(path: Path, fraction: float, bit: int = 0) -> None:
     data = bytearray(path.read_bytes())
     data[int(len(data) * fraction)] ^= 1 << bit
@@ -40,11 +48,11 @@ def test_packaged_and_intact_files_pass(edge_copy):
         assert len(models) == 2, name
         for model in models:
             assert verify_model_file(model) == sha256_file(model), name
-    assert verify_model_file(edge_copy / "resnet8.tflite-int8.tflite") is not None
+    assert verify_model_file(_packaged_file(edge_copy, "tflite-int8")) is not None
 
 
 def test_twelve_mangled_tflite_files_are_all_refused(edge_copy):
-    model = edge_copy / "resnet8.tflite-int8.tflite"
+    model = _packaged_file(edge_copy, "tflite-int8")
     original = model.read_bytes()
     for trial in range(12):
         model.write_bytes(original)
@@ -56,7 +64,7 @@ def test_twelve_mangled_tflite_files_are_all_refused(edge_copy):
 
 
 def test_cifar_run_names_the_file_and_both_digests_and_the_flag_goes_on(edge_copy, capsys):
-    model = edge_copy / "resnet8.tflite-int8.tflite"
+    model = _packaged_file(edge_copy, "tflite-int8")
     expected = recorded_sha256(model)
     _flip(model, 0.6)  # inside the weights: the file still loads, and would answer wrongly
     actual = sha256_file(model)
@@ -72,23 +80,24 @@ def test_cifar_run_names_the_file_and_both_digests_and_the_flag_goes_on(edge_cop
 
 def test_a_file_without_a_recorded_digest_is_used_as_it_is(tmp_path):
     alone = tmp_path / "alone.tflite"
-    shutil.copy(packaged_models()["edge"] / "resnet8.tflite-int8.tflite", alone)
+    shutil.copy(_packaged_file(packaged_models()["edge"], "tflite-int8"), alone)
     _flip(alone, 0.6)
     assert recorded_sha256(alone) is None and verify_model_file(alone) is None
     Classifier(alone)
 
 
 def test_cifar_bench_refuses_a_changed_file_before_loading_data(edge_copy, tmp_path, capsys):
-    _flip(edge_copy / "resnet8.onnx-int8.onnx", 0.6)
+    onnx = _packaged_file(edge_copy, "onnx-int8")
+    _flip(onnx, 0.6)
     # --data points nowhere: the integrity error must come first.
     assert bench_main([str(edge_copy), "--out", str(tmp_path / "out"), "--data", str(tmp_path / "no-data"), *FAST]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "resnet8.onnx-int8.onnx: sha256 " in err[0] and "does not match" in err[0], err
+    assert len(err) == 1 and f"{onnx.name}: sha256 " in err[0] and "does not match" in err[0], err
     assert not (tmp_path / "out").exists()
 
 
 def test_cifar_bench_measures_a_changed_file_with_the_flag(edge_copy, tmp_path, image_tree, capsys):
-    _flip(edge_copy / "resnet8.tflite-int8.tflite", 0.6)
+    _flip(_packaged_file(edge_copy, "tflite-int8"), 0.6)
     out = tmp_path / "out"
     code = bench_main([str(edge_copy), "--out", str(out), "--data", str(image_tree), "--limit", "20", "--engines", "litert",
                        SKIP_FLAG, *FAST])
