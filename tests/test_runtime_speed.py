@@ -8,7 +8,7 @@ import pytest
 
 from cifar_edge.benchmarks import runtime_speed
 from cifar_edge.benchmarks.clips import frame_around, make_samples, write_clip
-from cifar_edge.benchmarks.runtime_speed import calibration_cost, classifier_overhead, measure, without_calibration
+from cifar_edge.benchmarks.runtime_speed import calibration_cost, classifier_overhead, measure, video_fps_side_by_side, without_calibration
 from cifar_edge.runtime import Classifier, data
 from cifar_edge.runtime.calibration import Calibration
 from conftest import export_file
@@ -86,3 +86,23 @@ def test_calibration_cost_compares_the_file_with_and_without_its_calibration(tin
     assert calibrated.classify(image)[0].score != raw.score, "the calibrated side rescales the scores"
     result = calibration_cost(calibrated, plain, image, calls=200, rounds=4)
     assert result["calls_each"] == 200 and result["plain_ms"] > 0 and result["calibrated_ms"] > 0
+
+
+def test_video_fps_side_by_side_alternates_passes_and_reads_the_whole_clip(tiny_export, small_dataset, tmp_path, monkeypatch):
+    calibrated = Classifier(export_file(tiny_export, "tflite-int8"), threads=1)
+    calibrated.calibration, calibrated.min_score = Calibration(0.5, 0.99, 0.98, 100), 0.99
+    plain = without_calibration(calibrated)
+    clip = write_clip(small_dataset.test.images[:12], tmp_path / "clip.mp4")
+    order, real = [], runtime_speed.classify_frames
+
+    def counted(classifier, source, **kwargs):
+        order.append("calibrated" if classifier is calibrated else "plain")
+        stats = real(classifier, source, **kwargs)
+        assert stats.classified == 12, "every frame of the clip, each pass"
+        return stats
+
+    monkeypatch.setattr(runtime_speed, "classify_frames", counted)
+    result = video_fps_side_by_side({"calibrated": calibrated, "plain": plain}, clip, passes=3)
+    assert order == ["calibrated", "plain", "plain", "calibrated", "calibrated", "plain"]
+    assert result["passes"] == 3 and result["calibrated_fps"] > 0 and result["plain_fps"] > 0
+    assert result["ratio"] == pytest.approx(result["calibrated_fps"] / result["plain_fps"], rel=0.01)
