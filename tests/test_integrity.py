@@ -15,7 +15,7 @@ from cifar_edge.runtime.classifier import packaged_models
 from cifar_edge.runtime.cli import main as run_main
 from cifar_edge.runtime.files import sha256_file
 from cifar_edge.runtime.integrity import SKIP_FLAG, IntegrityError, recorded_sha256, verify_model_file
-from conftest import REPO
+from conftest import REPO, export_file
 
 SAMPLE = REPO / "samples" / "images" / "00-airplane.jpg"
 FAST = ["--min-time", "0.05", "--warmup", "2", "--batch-sizes", "1"]
@@ -31,9 +31,7 @@ def edge_copy(tmp_path) -> Path:
 
 def _packaged_file(folder: Path, format_name: str) -> Path:
     """The file of `format_name` in a packaged folder, by its manifest (the name depends on the model shipped)."""
-    manifest = json.loads((folder / "manifest.json").read_text())
-    (row,) = [row for row in manifest["files"] if row["format"] == format_name]
-    return folder / row["file"]
+    return export_file((folder, json.loads((folder / "manifest.json").read_text())), format_name)
 
 
 def _flip(path: Path, fraction: float, bit: int = 0) -> None:
