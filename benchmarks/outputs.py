@@ -67,17 +67,18 @@ def markdown_table(results_list: list[dict]) -> str:
     # Several devices, or one device's runs whose rows could not be told apart otherwise.
     several = len(devices) > 1 or len(set(rows)) < len(rows)
     runs_of_one_device = len(devices) < len(results_list)
-    models = _several_models(results_list)
+    names = _model_names(results_list)
+    models = _several(names)
     columns = ((("Run" if runs_of_one_device else "Device"),) if several else ()) + (("Model",) if models else ()) + TABLE_COLUMNS
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for label, results in zip(labels, results_list):
-        for row in results["rows"]:
+    for label, results, run_names in zip(labels, results_list, names):
+        for row, name in zip(results["rows"], run_names):
             latency = row["latency_ms"] or {}
             accuracy = "-" if row["accuracy"] is None else f"{100 * row['accuracy']:.2f}%"
             ece = _fmt(row.get("ece"), ".2%") + (f" → {row['ece_calibrated']:.2%}" if row.get("ece_calibrated") is not None else "")
             coverage = _fmt((row.get("coverage") or {}).get(TABLE_COVERAGE), ".1%")
             status = row["status"] if row["status"] == "ok" else f"failed: {row['error']}"
-            cells = ([label] if several else []) + ([row.get("model", "")] if models else []) + [
+            cells = ([label] if several else []) + ([name] if models else []) + [
                 f"{row['format']} ({row['engine']})" if row["format"] in ("tflite", "onnx") else row["format"],
                 status, _size(row["size_bytes"]), accuracy, ece, coverage, _fmt(latency.get("p50"), ".3f"), _fmt(latency.get("p90"), ".3f"),
                 _fmt(row["fps"], ".0f"), _fmt(row["peak_mb"], ".1f"),
@@ -86,8 +87,19 @@ def markdown_table(results_list: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _several_models(results_list: list[dict]) -> bool:
-    return len({row.get("model") for results in results_list for row in results["rows"]}) > 1
+def _model_names(results_list: list[dict]) -> list[list[str]]:
+    """Each row's model name, per run. Where one run measured the same model, format and engine from two
+    folders (a new export beside the packaged one), those rows also name their file's folder, so they can be told apart."""
+    names = []
+    for results in results_list:
+        keys = [(row.get("model"), row["format"], row["engine"]) for row in results["rows"]]
+        names.append([(row.get("model") or "") + (f" ({Path(row['file']).parent.name})" if keys.count(key) > 1 else "")
+                      for row, key in zip(results["rows"], keys)])
+    return names
+
+
+def _several(names: list[list[str]]) -> bool:
+    return len({name for run in names for name in run}) > 1
 
 
 CSV_FIELDS = ("device", "run", "model", "format", "engine", "file", "status", "error", "reference", "size_bytes", "load_ms", "images", "accuracy",
@@ -139,20 +151,22 @@ def plot(results_list: list[dict], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = _several_models(results_list)
+    names = _model_names(results_list)
+    models = _several(names)
     figure, axes = plt.subplots(figsize=(8, 5.5))
     labelled: list[tuple[float, float, str]] = []
     markers = "os^Dvp*"
-    for device_index, (run_label, results) in enumerate(zip(run_labels(results_list), results_list)):
+    for device_index, (run_label, results, run_names) in enumerate(zip(run_labels(results_list), results_list, names)):
         rows = [r for r in results["rows"] if r["status"] == "ok"]
+        row_names = [name for r, name in zip(results["rows"], run_names) if r["status"] == "ok"]
         if not rows:
             continue
         points = [(r["latency_ms"]["p50"], 100 * r["accuracy"]) for r in rows]
         colour = f"C{device_index}"
         axes.scatter(*zip(*points), marker=markers[device_index % len(markers)], color=colour, label=run_label, zorder=3)
-        for (x, y), row in zip(points, rows):
+        for (x, y), row, name in zip(points, rows, row_names):
             label = row["format"] if row["format"] not in ("tflite", "onnx") else f"{row['format']} ({row['engine']})"
-            labelled.append((x, y, f"{row.get('model', '')} {label}" if models else label))
+            labelled.append((x, y, f"{name} {label}" if models else label))
         front = [points[i] for i in pareto_front(points)]
         axes.step(*zip(*front), where="post", color=colour, alpha=0.5, linestyle="--")
     plain_log_x_axis(axes)

@@ -199,6 +199,15 @@ def test_rows_of_several_models_get_a_model_column(bench_run):
     assert {line.split("|")[1].strip() for line in lines[2:]} == {"bigger", results["rows"][0]["model"]}
 
 
+def test_one_model_from_two_folders_in_one_run_names_each_folder(bench_run):
+    _, _, results = bench_run
+    row = next(r for r in results["rows"] if r["status"] == "ok")
+    rows = [{**row, "file": f"runs/new/export/{Path(row['file']).name}"}, {**row, "file": f"runtime/models/accurate/{Path(row['file']).name}"}]
+    lines = markdown_table([{**results, "rows": rows}]).splitlines()
+    assert lines[0].startswith("| Model | Format |")
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [f"{row['model']} (export)", f"{row['model']} (accurate)"]
+
+
 def test_report_of_something_else_is_one_line(tmp_path, capsys):
     (tmp_path / "results.json").write_text(json.dumps({"schema": "other"}))
     assert main(["report", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
