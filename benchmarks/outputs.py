@@ -19,6 +19,7 @@ from cifar_edge.benchmarks.records import (
     TABLE_COLUMNS,
     TABLE_COVERAGE,
     BenchError,
+    model_names,
 )
 from cifar_edge.benchmarks.risk_plot import plot_risk_coverage
 from cifar_edge.runtime.calibration import coverage_key
@@ -67,7 +68,7 @@ def markdown_table(results_list: list[dict]) -> str:
     # Several devices, or one device's runs whose rows could not be told apart otherwise.
     several = len(devices) > 1 or len(set(rows)) < len(rows)
     runs_of_one_device = len(devices) < len(results_list)
-    names = _model_names(results_list)
+    names = model_names(results_list)
     models = _several(names)
     columns = ((("Run" if runs_of_one_device else "Device"),) if several else ()) + (("Model",) if models else ()) + TABLE_COLUMNS
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -85,17 +86,6 @@ def markdown_table(results_list: list[dict]) -> str:
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _model_names(results_list: list[dict]) -> list[list[str]]:
-    """Each row's model name, per run. Where one run measured the same model, format and engine from two
-    folders (a new export beside the packaged one), those rows also name their file's folder, so they can be told apart."""
-    names = []
-    for results in results_list:
-        keys = [(row.get("model"), row["format"], row["engine"]) for row in results["rows"]]
-        names.append([(row.get("model") or "") + (f" ({Path(row['file']).parent.name})" if keys.count(key) > 1 else "")
-                      for row, key in zip(results["rows"], keys)])
-    return names
 
 
 def _several(names: list[list[str]]) -> bool:
@@ -151,7 +141,7 @@ def plot(results_list: list[dict], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = _model_names(results_list)
+    names = model_names(results_list)
     models = _several(names)
     figure, axes = plt.subplots(figsize=(8, 5.5))
     labelled: list[tuple[float, float, str]] = []

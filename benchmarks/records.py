@@ -104,3 +104,14 @@ class Row:
     fps: float | None = None
     throughput: dict = field(default_factory=dict)
     peak_mb: float | None = None
+
+
+def model_names(results_list: list[dict]) -> list[list[str]]:
+    """Each row's model name, per run. Where one run measured the same model, format and engine from two
+    folders (a new export beside the packaged one), those rows also name their file's folder, so they can be told apart."""
+    names = []
+    for results in results_list:
+        keys = [(row.get("model"), row["format"], row["engine"]) for row in results["rows"]]
+        names.append([(row.get("model") or "") + (f" ({Path(row['file']).parent.name})" if keys.count(key) > 1 else "")
+                      for row, key in zip(results["rows"], keys)])
+    return names

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from cifar_edge.benchmarks.records import model_names
 from cifar_edge.runtime.calibration import TARGET_ACCURACY
 from cifar_edge.runtime.files import atomic_path
 
@@ -31,13 +32,13 @@ def plot_risk_coverage(results_list: list[dict], labels: list[str], path: Path) 
     figure, axes = plt.subplots(figsize=(8, 5.5))
     styles = ("-", "--", ":", "-.")
     index = 0
-    for run_index, (run_label, results) in enumerate(zip(labels, results_list)):
-        for row in results["rows"]:
+    for run_index, (run_label, results, run_names) in enumerate(zip(labels, results_list, model_names(results_list))):
+        for row, model in zip(results["rows"], run_names):
             curve = row.get("risk_coverage")
             if row["status"] != "ok" or not curve:
                 continue
             coverage, accuracy = zip(*curve)
-            name = " ".join(filter(None, (row.get("model"), row["format"], f"({row['engine']})")))
+            name = " ".join(filter(None, (model, row["format"], f"({row['engine']})")))
             axes.plot([100 * c for c in coverage], [100 * a for a in accuracy], marker="o", markersize=3,
                       color=f"C{index % 10}", linestyle=styles[run_index % len(styles)],
                       label=f"{name}, {run_label}" if len(results_list) > 1 else name)
