@@ -84,3 +84,26 @@ def test_missing_records_commands_and_info_differences_fail(host, tmp_path):
 def test_a_missing_folder_is_one_line_exit_2(tmp_path, capsys):
     assert pi_compare.main([str(tmp_path / "nope"), str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip().endswith("no such folder")
+
+
+def _unknown(record):
+    return {**record, "label": "unknown", "class_id": None}
+
+
+def test_answered_on_one_side_and_unknown_on_the_other_passes_only_within_the_tolerance(host, tmp_path, capsys):
+    # A calibrated model's threshold can fall between the host's and the emulated score of the same best class.
+    host_dir, records = host
+    _write(tmp_path / "pi", [records[0], _unknown(_record("clip.mp4", 1, {0: 0.42, 1: 0.58}, frame=0))], INFO)
+    problems, stats = pi_compare.compare(host_dir, tmp_path / "pi", 1e-3, 0.05)
+    assert problems == [] and stats["threshold_splits"] == 1
+    assert pi_compare.main([str(host_dir), str(tmp_path / "pi")]) == 0
+    assert "1 answered on one side and unknown on the other" in capsys.readouterr().out
+    problems, _ = pi_compare.compare(host_dir, tmp_path / "pi", 1e-3, 0.01)
+    assert len(problems) == 1 and "probabilities differ" in problems[0]
+
+
+def test_unknown_on_one_side_with_another_best_class_fails(host, tmp_path):
+    host_dir, records = host
+    _write(tmp_path / "pi", [records[0], _unknown(_record("clip.mp4", 0, {0: 0.55, 1: 0.45}, frame=0))], INFO)
+    problems, _ = pi_compare.compare(host_dir, tmp_path / "pi", 1, 1)
+    assert problems == ["m-e-images.json: clip.mp4 frame 0: top-1 c1 on the host, c0 emulated"]
