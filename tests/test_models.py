@@ -80,3 +80,24 @@ def test_tune_candidates_and_the_tutorial_models_share_one_vgg_builder():
     # The same choices as vgg3 give vgg3's layers, and the builder is the one the registry uses.
     assert [type(layer).__name__ for layer in build_candidate(values).layers] == [type(layer).__name__ for layer in create_model("vgg3").layers]
     assert build_candidate(values).count_params() == create_model("vgg3").count_params() == vgg("x", (32, 64, 128)).count_params()
+
+
+def test_tune_resnet_candidates_are_the_registry_resnets():
+    from cifar_edge.train.tune import build_candidate, count_macs
+
+    def candidate(width, separable=False, depth=1):
+        return build_candidate({"family": "resnet", "width": width, "depth": depth, "separable": separable, "learning_rate": 0.1})
+
+    # Width 16, one block per stage is resnet8 itself; 20 is resnet8-w20; separable 40 is resnet8-sep40.
+    for values, name in (((16,), "resnet8"), ((20,), "resnet8-w20"), ((40, True), "resnet8-sep40")):
+        built, registered = candidate(*values), create_model(name)
+        assert [type(layer).__name__ for layer in built.layers] == [type(layer).__name__ for layer in registered.layers]
+        assert built.count_params() == registered.count_params()
+    assert create_model("resnet8").count_params() == 78_666
+    # Two blocks per stage: ResNet-14, three more residual additions and six more 3x3 convs.
+    adds = {depth: sum(type(layer).__name__ == "Add" for layer in candidate(16, depth=depth).layers) for depth in (1, 2)}
+    assert adds == {1: 3, 2: 6}
+    # MACs count the depthwise convs too (one input channel per output), so separable blocks cost less, not nothing.
+    plain, separable = count_macs(candidate(40)), count_macs(candidate(40, separable=True))
+    assert count_macs(candidate(16)) == pytest.approx(12.5e6, rel=0.05), "MLPerf Tiny's ~12.5 M MACs"
+    assert 0.1 * plain < separable < 0.5 * plain

@@ -8,13 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from cifar_edge.train.search_space import SearchSpace, TuneError, TuneSettings
+from cifar_edge.train.search_space import ResNetSpace, SearchSpace, TuneError, TuneSettings
 from cifar_edge.train.tune_cli import main
 
 pytest.importorskip("keras_tuner")
 
 # Two or three small blocks and no dense layers: each trial trains in a second or two.
 TINY = SearchSpace(blocks=(2, 3), filters=(32, 32), dense_layers=(0, 0), learning_rates=(0.01,))
+# ResNets of 8/16/32 or 12/24/48 filters: as quick.
+TINY_RESNET = ResNetSpace(widths=(8, 12), separable=(False,), learning_rates=(0.05,))
 
 
 def fake_latency(table: dict[int, float]):
@@ -203,3 +205,74 @@ def test_the_cli_times_candidates_with_int8_latency(small_dataset, image_tree, t
                  "--blocks", "2-2", "--filters", "32-32", "--dense-layers", "0-0"])
     assert code == 2 and timed == [100]
     assert "even the smallest model" in capsys.readouterr().err
+
+
+def resnet_latency(table: dict[int, float]):
+    """Latency by a ResNet's stem width, in place of timing on this machine."""
+    def latency_of(model) -> float:
+        stem = next(layer for layer in model.layers if layer.__class__.__name__ == "Conv2D")
+        return table[stem.filters]
+
+    return latency_of
+
+
+def test_a_resnet_search_writes_every_output_and_rejects_over_budget_widths(small_dataset, tmp_path):
+    from cifar_edge.export.exporter import load_keras_model
+    from cifar_edge.train.tune import tune
+
+    settings = TuneSettings(max_trials=4, epochs=1, space=TINY_RESNET, latency_budget_ms=0.3)
+    result = tune(settings, small_dataset, tmp_path, latency_of=resnet_latency({8: 0.2, 12: 0.5}))
+    statuses = {t["widths"]: t["status"] for t in result.trials}
+    assert statuses == {"8/16/32": "ok", "12/24/48": "rejected: latency"}, "the seeded search draws both widths"
+    assert result.best["widths"] == "8/16/32" and result.best["depth"] == 1 and result.best["separable"] is False
+    model = load_keras_model(result.files["best.keras"])
+    assert model.predict(small_dataset.test.images[:2], verbose=0).shape == (2, 10)
+    with open(tmp_path / "trials.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {"widths", "depth", "separable"} <= set(rows[0]) and "blocks" not in rows[0]
+    table = (tmp_path / "trials.md").read_text()
+    assert "of resnet networks" in table and "| Widths | Blocks per stage | Separable |" in table
+    assert json.loads((tmp_path / "search.json").read_text())["settings"]["space"]["family"] == "resnet"
+
+
+@pytest.mark.parametrize("space", [SearchSpace(blocks=(2, 3)), ResNetSpace(widths=(16, 20), depth=(1, 2))])
+def test_settings_come_back_from_search_json_with_their_family(space):
+    settings = TuneSettings(space=space)
+    assert TuneSettings.from_dict(json.loads(json.dumps(settings.as_dict()))) == settings
+
+
+def test_a_search_saved_before_families_reads_as_vgg():
+    data = TuneSettings().as_dict()
+    del data["space"]["family"]
+    assert TuneSettings.from_dict(data).space == SearchSpace()
+
+
+@pytest.mark.parametrize("space, message", [
+    (ResNetSpace(widths=(24, 16)), "--widths 24-16 is empty"),
+    (ResNetSpace(widths=(17, 19)), "no multiple of 4"),
+    (ResNetSpace(depth=(1, 4)), "--depth must lie in 1-3"),
+    (ResNetSpace(learning_rates=(0.0,)), "--learning-rates"),
+])
+def test_empty_resnet_spaces_are_one_line_errors(space, message):
+    with pytest.raises(TuneError, match=message):
+        space.check()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--family", "resnet", "--blocks", "2-3"], "--blocks belongs to --family vgg; this search is --family resnet"),
+    (["--widths", "16-20"], "--widths belongs to --family resnet; this search is --family vgg"),
+    (["--family", "resnet", "--widths", "17-19"], "no multiple of 4"),
+    (["--family", "resnet", "--separable", "maybe"], "invalid choice"),
+])
+def test_cli_family_mistakes_are_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    test_cli_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, capsys)
+
+
+def test_resume_keeps_the_family(small_dataset, tmp_path, capsys):
+    from cifar_edge.train.tune import tune
+
+    tune(TuneSettings(max_trials=1, epochs=1, space=TINY_RESNET), small_dataset, tmp_path / "out")
+    for argv, message in ((["--family", "vgg"], "--family vgg differs from the search being resumed (resnet)"),
+                          (["--blocks", "2-2"], "--blocks belongs to --family vgg"),
+                          (["--widths", "16-16"], "--widths (16, 16) differs")):
+        test_cli_bad_input_is_one_line_and_exit_2(["--resume", *argv], message, tmp_path, capsys)

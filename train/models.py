@@ -216,11 +216,13 @@ _RESNET8_RECIPE = Recipe(
 )
 
 
-def resnet(name: str, widths: tuple[int, int, int] = (16, 32, 64), separable: bool = False):
+def resnet(name: str, widths: tuple[int, int, int] = (16, 32, 64), separable: bool = False, depth: int = 1):
     """MLPerf Tiny's ResNet-8 (ResNet v1, a stem and three residual stages of `widths`).
 
     `separable` makes the residual blocks' 3x3 convs depthwise-separable (a 3x3 depthwise
-    conv, BN, then a 1x1 conv), at about 1/8 of their MACs.
+    conv, BN, then a 1x1 conv), at about 1/8 of their MACs. `depth` is the residual blocks
+    per stage (1: ResNet-8, 2: ResNet-14, 3: ResNet-20); the later blocks of a stage keep its
+    width and have identity shortcuts.
     """
     import keras
 
@@ -242,7 +244,8 @@ def resnet(name: str, widths: tuple[int, int, int] = (16, 32, 64), separable: bo
     x = scale_to_unit(layers, inputs)
     x = layers.Conv2D(widths[0], 3, **conv_options)(x)
     x = layers.ReLU()(layers.BatchNormalization(momentum=BN_MOMENTUM)(x))
-    for width, stride in zip(widths, (1, 2, 2), strict=True):
+    stages = zip(widths, (1, 2, 2), strict=True)
+    for width, stride in ((width, stride if block == 0 else 1) for width, stride in stages for block in range(depth)):
         y = conv3x3(x, width, stride)
         y = layers.ReLU()(layers.BatchNormalization(momentum=BN_MOMENTUM)(y))
         y = conv3x3(y, width)

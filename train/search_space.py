@@ -7,6 +7,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from cifar_edge.runtime.errors import CifarEdgeError
 
@@ -18,6 +19,10 @@ TUNERS = ("random", "hyperband", "bayesian")
 MAX_BLOCKS = 5
 FILTER_STEP = 32
 UNIT_STEP = 64
+#: ResNet widths move in steps of 4: 16 (MLPerf Tiny's ResNet-8) and 20 (`resnet8-w20`) are both on the grid.
+WIDTH_STEP = 4
+#: Residual blocks per stage: 1 is ResNet-8, 2 ResNet-14, 3 ResNet-20.
+MAX_DEPTH = 3
 
 
 class TuneError(CifarEdgeError):
@@ -26,7 +31,9 @@ class TuneError(CifarEdgeError):
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """What the tuner may choose. Ranges are inclusive."""
+    """What the tuner may choose among VGG networks (`--family vgg`, the default). Ranges are inclusive."""
+
+    family: ClassVar[str] = "vgg"
 
     blocks: tuple[int, int] = (2, 5)
     """VGG blocks (two 3x3 convolutions, then 2x2 max pooling); at most 5 on 32x32 images."""
@@ -73,6 +80,51 @@ class SearchSpace:
         return values
 
 
+@dataclass(frozen=True)
+class ResNetSpace:
+    """What the tuner may choose among ResNet v1 networks of the edge model's family (`--family resnet`).
+
+    A candidate is MLPerf Tiny's ResNet-8 layout (a 3x3 stem, three stages at strides 1, 2, 2,
+    average pooling, the classifier) with its width, depth and convolution type chosen.
+    """
+
+    family: ClassVar[str] = "resnet"
+    widths: tuple[int, int] = (16, 24)
+    """Filters of the stem and the first stage, in steps of 4; the second and third stages double them."""
+    depth: tuple[int, int] = (1, 1)
+    """Residual blocks per stage: 1 is ResNet-8, 2 ResNet-14, 3 ResNet-20."""
+    separable: tuple[bool, ...] = (False, True)
+    """Residual 3x3 convolutions plain, depthwise-separable (3x3 depthwise, BN, 1x1), or either."""
+    learning_rates: tuple[float, ...] = (0.01, 0.03, 0.1)
+    """SGD learning rates (momentum 0.9) to choose from; `resnet8`'s own recipe peaks at 0.1."""
+
+    def check(self) -> None:
+        """One-line errors for a space that is empty or contradicts itself."""
+        for name in ("widths", "depth"):
+            low, high = getattr(self, name)
+            if low > high:
+                raise TuneError(f"search space: --{name} {low}-{high} is empty (minimum above maximum)")
+        if self.widths[0] < 1 or steps(self.widths, WIDTH_STEP) == []:
+            raise TuneError(f"search space: --widths {self.widths[0]}-{self.widths[1]} holds no multiple of {WIDTH_STEP}")
+        if self.depth[0] < 1 or self.depth[1] > MAX_DEPTH:
+            raise TuneError(f"search space: --depth must lie in 1-{MAX_DEPTH} (residual blocks per stage)")
+        if not self.separable:
+            raise TuneError("search space: separable convolutions must allow on, off or both")
+        if not self.learning_rates or min(self.learning_rates) <= 0:
+            raise TuneError("search space: --learning-rates needs at least one positive rate")
+
+    def smallest(self) -> dict:
+        """The cheapest candidate in the space: if it misses a budget, every candidate does."""
+        # Separable blocks have fewer MACs and parameters but more operators, so neither is the
+        # cheaper at batch 1 everywhere (BENCHMARKS.md, "Edge candidates"): the plain one is checked.
+        return {"family": self.family, "width": steps(self.widths, WIDTH_STEP)[0], "depth": self.depth[0],
+                "separable": min(self.separable), "learning_rate": self.learning_rates[0]}
+
+
+#: Every search family by its `--family` name.
+SPACES = {space.family: space for space in (SearchSpace, ResNetSpace)}
+
+
 def steps(bounds: tuple[int, int], step: int) -> list[int]:
     return [value for value in range(step, bounds[1] + 1, step) if value >= bounds[0]]
 
@@ -98,7 +150,7 @@ class TuneSettings:
     """Reject candidates with more parameters than this."""
     threads: int | None = None
     """LiteRT threads when timing candidates (None: its default, as `cifar-run`)."""
-    space: SearchSpace = field(default_factory=SearchSpace)
+    space: SearchSpace | ResNetSpace = field(default_factory=SearchSpace)
 
     def check(self) -> None:
         if self.tuner not in TUNERS:
@@ -108,11 +160,17 @@ class TuneSettings:
         self.space.check()
 
     def as_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples become lists, as they come back from search.json
+        data = json.loads(json.dumps(dataclasses.asdict(self)))  # tuples become lists, as they come back from search.json
+        data["space"]["family"] = self.space.family
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> TuneSettings:
-        space = SearchSpace(**{k: tuple(v) for k, v in data["space"].items()})
+        fields = dict(data["space"])
+        family = fields.pop("family", SearchSpace.family)  # searches saved before --family were all VGG
+        if family not in SPACES:
+            raise TuneError(f"unknown search family {family!r}; choose one of {', '.join(SPACES)}")
+        space = SPACES[family](**{k: tuple(v) for k, v in fields.items()})
         return cls(**{**data, "space": space})
 
 

@@ -1,7 +1,9 @@
 """`tune()`: a Keras-Tuner architecture search, optionally under a latency budget on this device.
 
-The search space is the Keras-Tuner tutorial's (VGG blocks, filters per block, dense layers
-and units) plus dropout, batch norm and the learning rate. The objective is accuracy on a
+Two families can be searched (`tune_families`): `vgg`, the Keras-Tuner tutorial's space (VGG
+blocks, filters per block, dense layers and units) plus dropout, batch norm and the learning
+rate; and `resnet`, the edge model's (ResNet-8's layout with its width, blocks per stage and
+depthwise-separable convolutions chosen). The objective is accuracy on a
 validation split carved from the training images; the test split is touched once, to
 report the winner.
 
@@ -39,17 +41,8 @@ from cifar_edge.runtime.data import Cifar10, Split
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json, write_text
 from cifar_edge.runtime.plots import plain_log_x_axis
-from cifar_edge.train.blocks import vgg
-from cifar_edge.train.search_space import (
-    FILTER_STEP,
-    TUNER_DIR,
-    UNIT_STEP,
-    SearchSpace,
-    TuneError,
-    TuneSettings,
-    read_search_settings,
-    steps,
-)
+from cifar_edge.train.search_space import TUNER_DIR, TuneError, TuneSettings, read_search_settings
+from cifar_edge.train.tune_families import build_candidate, family_of
 
 PROJECT = "search"
 #: Score of a rejected candidate: below any accuracy, so it never wins.
@@ -69,36 +62,14 @@ class TuneResult:
 # --- candidates ------------------------------------------------------------------------------
 
 
-def build_candidate(values: dict, name: str = "tuned"):
-    """The model for one set of choices, keeping the model contract: the registry's VGG builder."""
-    dropout = values["dropout"]
-    return vgg(name, tuple(values[f"filters_{block}"] for block in range(values["blocks"])),
-               dense_units=tuple(values[f"units_{index}"] for index in range(values["dense_layers"])),
-               block_dropouts=(dropout,) * values["blocks"], dense_dropouts=(dropout,) * values["dense_layers"],
-               batch_norm=bool(values["batch_norm"]), bn_momentum=0.9)
-
-
-def _choose(hp, space: SearchSpace) -> dict:
-    """Register the choices with Keras-Tuner and return them as plain values."""
-    values = {"blocks": hp.Int("blocks", *space.blocks)}
-    filters = steps(space.filters, FILTER_STEP)
-    for i in range(values["blocks"]):
-        values[f"filters_{i}"] = hp.Int(f"filters_{i}", filters[0], filters[-1], step=FILTER_STEP)
-    values["dense_layers"] = hp.Int("dense_layers", *space.dense_layers)
-    units = steps(space.dense_units, UNIT_STEP)
-    for i in range(values["dense_layers"]):
-        values[f"units_{i}"] = hp.Int(f"units_{i}", units[0], units[-1], step=UNIT_STEP)
-    values["dropout"] = hp.Float("dropout", *space.dropout, step=0.1) if space.dropout[1] > space.dropout[0] else space.dropout[0]
-    values["batch_norm"] = hp.Choice("batch_norm", sorted(set(space.batch_norm))) if len(set(space.batch_norm)) > 1 else space.batch_norm[0]
-    values["learning_rate"] = hp.Choice("learning_rate", list(space.learning_rates))
-    return values
-
-
 def count_macs(model) -> int:
     """Multiply-accumulates of one image through the convolutions and dense layers."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, keras.layers.DepthwiseConv2D):  # one input channel per output channel
+            _, height, width, channels = layer.output.shape
+            total += height * width * channels * math.prod(layer.kernel_size)
+        elif isinstance(layer, keras.layers.Conv2D):
             _, height, width, channels = layer.output.shape
             total += height * width * channels * math.prod(layer.kernel_size) * layer.input.shape[-1]
         elif isinstance(layer, keras.layers.Dense):
@@ -119,7 +90,7 @@ class _Search:
 
     def run(self, values: dict, model, fit_kwargs: dict) -> dict:
         started = time.perf_counter()
-        record = {"trial": self.trial_id, **_describe(values), "params": int(model.count_params()), "macs": count_macs(model),
+        record = {"trial": self.trial_id, **_describe(values, family_of(self.settings.space)), "params": int(model.count_params()), "macs": count_macs(model),
                   "latency_ms": None, "val_accuracy": None, "epochs": 0, "status": "ok"}
         callbacks = fit_kwargs.get("callbacks", [])
         limits = self.settings
@@ -164,16 +135,8 @@ class _Score(keras.callbacks.Callback):
             logs["score"] = logs["val_accuracy"]
 
 
-def _describe(values: dict) -> dict:
-    return {
-        "blocks": values["blocks"],
-        "filters": "/".join(str(values[f"filters_{i}"]) for i in range(values["blocks"])),
-        "dense": "/".join(str(values[f"units_{i}"]) for i in range(values["dense_layers"])) or "-",
-        "dropout": round(float(values["dropout"]), 2),
-        "batch_norm": bool(values["batch_norm"]),
-        "learning_rate": values["learning_rate"],
-        "values": values,
-    }
+def _describe(values: dict, family) -> dict:
+    return {**family.describe(values), "learning_rate": values["learning_rate"], "values": values}
 
 
 def _tuner(settings: TuneSettings, search: _Search, directory: Path, resume: bool):
@@ -184,12 +147,14 @@ def _tuner(settings: TuneSettings, search: _Search, directory: Path, resume: boo
             super().__init__(str(error))
             self.error = error
 
+    family = family_of(settings.space)
+
     class Candidates(kt.HyperModel):
         def build(self, hp):
-            return build_candidate(_choose(hp, settings.space))
+            return build_candidate(family.choose(hp, settings.space))
 
         def fit(self, hp, model, *args, **kwargs):
-            return search.run(_choose(hp, settings.space), model, kwargs)
+            return search.run(family.choose(hp, settings.space), model, kwargs)
 
     base = {"random": kt.RandomSearch, "hyperband": kt.Hyperband, "bayesian": kt.BayesianOptimization}[settings.tuner]
 
@@ -304,7 +269,7 @@ def _report(out: Path, settings: TuneSettings, dataset: Cifar10, records: Path) 
         files["best.keras"] = out / "best.keras"
         with atomic_path(files["best.keras"]) as temporary:
             model.save(temporary)
-    write_text(files["trials.csv"], trials_csv(trials))
+    write_text(files["trials.csv"], trials_csv(trials, settings))
     write_text(files["trials.md"], trials_markdown(trials, settings, best))
     files["trials.png"] = plot_trials(trials, settings, best, out / "trials.png")
     status = "finished" if best else "no trial within the limits"
@@ -314,13 +279,17 @@ def _report(out: Path, settings: TuneSettings, dataset: Cifar10, records: Path) 
 
 # --- outputs ---------------------------------------------------------------------------------
 
-TRIAL_COLUMNS = ("trial", "status", "blocks", "filters", "dense", "dropout", "batch_norm", "learning_rate", "params", "macs",
-                 "latency_ms", "val_accuracy", "epochs", "seconds")
+#: The columns every family shares; the family's own go after "status".
+COMMON_COLUMNS = ("learning_rate", "params", "macs", "latency_ms", "val_accuracy", "epochs", "seconds")
 
 
-def trials_csv(trials: list[dict]) -> str:
+def trial_columns(settings: TuneSettings) -> tuple[str, ...]:
+    return ("trial", "status", *family_of(settings.space).columns, *COMMON_COLUMNS)
+
+
+def trials_csv(trials: list[dict], settings: TuneSettings) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, TRIAL_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, trial_columns(settings), extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     writer.writerows(trials)
     return buffer.getvalue()
@@ -332,15 +301,14 @@ def trials_markdown(trials: list[dict], settings: TuneSettings, best: dict | Non
         limits.append(f"int8 TFLite latency at most {settings.latency_budget_ms:g} ms")
     if settings.max_params:
         limits.append(f"at most {settings.max_params:,} parameters")
-    lines = [f"{settings.tuner} search, {len(trials)} trials of up to {settings.epochs} epochs; "
+    lines = [f"{settings.tuner} search of {settings.space.family} networks, {len(trials)} trials of up to {settings.epochs} epochs; "
              f"limits: {', '.join(limits) or 'none'}. Rejected trials were not trained.", ""]
-    header = ("Trial", "Status", "Blocks", "Filters", "Dense", "Dropout", "BN", "LR", "Params", "MMACs", "Latency ms", "Val acc",
-              "Epochs", "Seconds")
+    family = family_of(settings.space)
+    header = ("Trial", "Status", *family.headers, "LR", "Params", "MMACs", "Latency ms", "Val acc", "Epochs", "Seconds")
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for t in trials:
         mark = " (best)" if best and t["trial"] == best["trial"] else ""
-        cells = [t["trial"] + mark, t["status"], t["blocks"], t["filters"], t["dense"], t["dropout"], "on" if t["batch_norm"] else "off",
-                 f"{t['learning_rate']:g}", f"{t['params']:,}", f"{t['macs'] / 1e6:.1f}",
+        cells = [t["trial"] + mark, t["status"], *family.cells(t), f"{t['learning_rate']:g}", f"{t['params']:,}", f"{t['macs'] / 1e6:.1f}",
                  "-" if t["latency_ms"] is None else f"{t['latency_ms']:.3f}",
                  "-" if t["val_accuracy"] is None else f"{100 * t['val_accuracy']:.2f}%", t["epochs"], t["seconds"]]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
