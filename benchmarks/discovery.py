@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 from cifar_edge.benchmarks.records import BENCH_ENGINES, BenchError, Candidate
 from cifar_edge.runtime.classifier import resolve_model
 from cifar_edge.runtime.files import is_temporary
 from cifar_edge.runtime.formats import MODEL_SUFFIXES, REFERENCE_ENGINE, REFERENCE_SUFFIX, engine_for
+from cifar_edge.runtime.manifest import MANIFEST, ManifestError, file_rows, read_manifest
 
 
 def find_candidates(inputs: list[str], engines: tuple[str, ...] = BENCH_ENGINES) -> list[Candidate]:
@@ -42,15 +42,17 @@ def keras_installed() -> bool:
 
 
 def _from_folder(folder: Path) -> list[Candidate]:
-    manifest_path = folder / "manifest.json"
+    manifest_path = folder / MANIFEST
     if not manifest_path.is_file():
         return [Candidate(p, engine_for(p), p.suffix.lstrip("."), reference=p.suffix == REFERENCE_SUFFIX)
                 for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES and not is_temporary(p)]
     try:
-        manifest = json.loads(manifest_path.read_text())
-        rows = manifest["files"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as error:
-        raise BenchError(f"{manifest_path}: not an export manifest ({error})") from None
+        manifest = read_manifest(folder)
+    except ManifestError as error:
+        raise BenchError(str(error)) from None
+    if "files" not in manifest:
+        raise BenchError(f"{manifest_path}: not an export manifest (no \"files\")")
+    rows = file_rows(manifest)
     candidates = []
     name = manifest.get("model") or ""
     # Files with test-time augmentation in the graph are their own rows ("fast+tta6"), so
@@ -68,7 +70,8 @@ def _from_folder(folder: Path) -> list[Candidate]:
     for row in rows:
         path = folder / row["file"]
         if path.is_file():
-            candidates.append(Candidate(path, row["engine"], row["format"], export_accuracy=row.get("accuracy"),
+            candidates.append(Candidate(path, row.get("engine") or engine_for(path), row.get("format") or path.suffix.lstrip("."),
+                                        export_accuracy=row.get("accuracy"),
                                         export_images=manifest.get("validation_images"), model=tagged,
                                         calibration=row.get("calibration")))
     return candidates

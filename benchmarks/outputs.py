@@ -171,7 +171,8 @@ def plot(results_list: list[dict], path: Path) -> Path | None:
         axes.set_ylim(middle - MIN_ACCURACY_SPAN_PP / 2, middle + MIN_ACCURACY_SPAN_PP / 2)
     axes.set_title("Accuracy against latency; dashed: Pareto front")
     axes.grid(True, which="both", alpha=0.3)
-    axes.legend(title="run" if len({r["device"]["name"] for r in results_list}) < len(results_list) else "device")
+    if axes.get_legend_handles_labels()[0]:  # every row failed: nothing to label, and Matplotlib would warn
+        axes.legend(title="run" if len({r["device"]["name"] for r in results_list}) < len(results_list) else "device")
     figure.tight_layout()
     _place_labels(figure, axes, labelled)
     with atomic_path(path) as temporary:

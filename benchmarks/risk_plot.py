@@ -49,7 +49,8 @@ def plot_risk_coverage(results_list: list[dict], labels: list[str], path: Path) 
     axes.set_xlim(0, 100)
     axes.set_title("Risk-coverage: accuracy when the rest are answered 'unknown'")
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize=8)
+    if axes.get_legend_handles_labels()[0]:  # every row failed: nothing to label, and Matplotlib would warn
+        axes.legend(fontsize=8)
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=120)

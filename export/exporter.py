@@ -52,6 +52,8 @@ __all__ = ["CALIBRATION_METHODS", "ExportError", "ExportOptions", "FormatResult"
 def load_keras_model(path: str | os.PathLike):
     """Load a `.keras` file and check the model contract, with one-line errors."""
     path = Path(path)
+    if path.is_dir():
+        raise ExportError(f"{path}: is a folder; give the .keras file (cifar-train writes model.keras in its --out)")
     if not path.is_file():
         raise ExportError(f"{path}: no such model file")
     if not zipfile.is_zipfile(path):

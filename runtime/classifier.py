@@ -21,6 +21,7 @@ from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.formats import FORMATS, engine_for
 from cifar_edge.runtime.integrity import verify_model_file
 from cifar_edge.runtime.labels import CLASS_NAMES, IMAGE_SIZE, INPUT_CONTRACT, NUM_CLASSES, OUTPUT_CONTRACT
+from cifar_edge.runtime.manifest import MANIFEST, file_rows, read_manifest
 from cifar_edge.runtime.preprocess import FITS, as_rgb_uint8, fit_square, zoom_views
 
 #: Packaged models live beside this file, one folder each with its export manifest.
@@ -102,7 +103,7 @@ def packaged_models() -> dict[str, Path]:
     """Name -> folder for every model shipped inside the package."""
     if not PACKAGED_DIR.is_dir():
         return {}
-    return {folder.name: folder for folder in sorted(PACKAGED_DIR.iterdir()) if (folder / "manifest.json").is_file()}
+    return {folder.name: folder for folder in sorted(PACKAGED_DIR.iterdir()) if (folder / MANIFEST).is_file()}
 
 
 def resolve_model(model: str | os.PathLike | None = None, engine: str = "auto", device: str = "cpu") -> ResolvedModel:
@@ -111,27 +112,18 @@ def resolve_model(model: str | os.PathLike | None = None, engine: str = "auto", 
     path = Path(spec).expanduser()
     if path.is_file():
         return _resolve_file(path)
-    if (path / "manifest.json").is_file():
+    if (path / MANIFEST).is_file():
         # An export folder: pick its file the way a packaged model's is picked.
         return _resolve_folder(path.name, path, engine, device, packaged=False)
     packaged = packaged_models()
     if spec in packaged:
         return _resolve_folder(spec, packaged[spec], engine, device, packaged=True)
     if path.suffix or os.sep in spec or path.exists():
+        if path.is_dir():
+            raise EngineError(f"{spec}: is a folder without a {MANIFEST}, not a model file or export folder")
         raise EngineError(f"{spec}: no such model file" if not path.exists() else f"{spec}: not a model file")
     names = ", ".join(packaged) or "none installed"
     raise EngineError(f"{spec}: no such model file or packaged model (packaged: {names})")
-
-
-def _read_manifest(folder: Path) -> dict | None:
-    manifest = folder / "manifest.json"
-    if not manifest.is_file():
-        return None
-    try:
-        data = json.loads(manifest.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EngineError(f"{manifest}: unreadable manifest ({error})") from None
-    return data if isinstance(data, dict) else None
 
 
 def _checked_names(names, where: str) -> tuple[str, ...]:
@@ -141,13 +133,11 @@ def _checked_names(names, where: str) -> tuple[str, ...]:
 
 
 def _resolve_file(path: Path) -> ResolvedModel:
-    manifest = _read_manifest(path.parent)
-    row = None
-    if manifest is not None:
-        row = next((r for r in manifest.get("files", []) if isinstance(r, dict) and r.get("file") == path.name), None)
-    names = _checked_names(manifest["class_names"], str(path.parent / "manifest.json")) if row and "class_names" in manifest else None
+    manifest = read_manifest(path.parent)
+    row = next((r for r in file_rows(manifest) if r["file"] == path.name), None)
+    names = _checked_names(manifest["class_names"], str(path.parent / MANIFEST)) if row and "class_names" in manifest else None
     return ResolvedModel(path, path.stem, row.get("format") if row else None, names or (), packaged=False,
-                         calibration=_checked_calibration(row, path.parent / "manifest.json"))
+                         calibration=_checked_calibration(row, path.parent / MANIFEST))
 
 
 def _checked_calibration(row: dict | None, where) -> Calibration | None:
@@ -164,8 +154,9 @@ def _litert_installed() -> bool:
 
 
 def _resolve_folder(name: str, folder: Path, engine: str, device: str, packaged: bool) -> ResolvedModel:
-    manifest = _read_manifest(folder) or {}
-    rows = [r for r in manifest.get("files", []) if isinstance(r, dict) and (folder / str(r.get("file"))).is_file()]
+    manifest = read_manifest(folder) or {}
+    listed = file_rows(manifest)
+    rows = [r for r in listed if (folder / r["file"]).is_file()]
     if engine == "auto":
         # The GPU is reached through ONNX Runtime; on the CPU LiteRT is the smaller, faster install.
         order = ("onnxruntime", "litert") if device == "gpu" or not _litert_installed() else ("litert", "onnxruntime")
@@ -176,10 +167,12 @@ def _resolve_folder(name: str, folder: Path, engine: str, device: str, packaged:
         candidates = [r for r in rows if engine_for(r["file"]) == wanted]
         if candidates:
             row = min(candidates, key=lambda r: precision_rank.get(r.get("format"), len(precision_rank)))
-            names = _checked_names(manifest.get("class_names"), str(folder / "manifest.json"))
+            names = _checked_names(manifest.get("class_names"), str(folder / MANIFEST))
             return ResolvedModel(folder / row["file"], name, row.get("format"), names, packaged,
-                                 _checked_calibration(row, folder / "manifest.json"))
-    raise EngineError(f"{folder}: no model file for engine {' or '.join(order)} in its manifest")
+                                 _checked_calibration(row, folder / MANIFEST))
+    missing = [r["file"] for r in listed if r not in rows]
+    gone = f" (listed but missing: {', '.join(missing)})" if missing else ""
+    raise EngineError(f"{folder}: no model file for engine {' or '.join(order)} in its manifest{gone}")
 
 
 class Classifier:

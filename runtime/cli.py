@@ -111,7 +111,9 @@ def _main(argv: list[str] | None) -> int:
             parser.error("--save writes a video: use it with --video or --camera")
         if Path(args.save).suffix.lower() not in VIDEO_CODECS:
             parser.error(f"--save {args.save}: use a .mp4 or .avi file name")
-        check_output_file(args.save, "--save")
+        saved = check_output_file(args.save, "--save")
+        if args.video is not None and Path(args.video).is_file() and saved.exists() and saved.samefile(args.video):
+            parser.error(f"--save {args.save}: is the input video itself; choose another file name")
     if args.show:
         _check_gui()
 

@@ -76,10 +76,16 @@ def check_output_file(path: str | os.PathLike, flag: str) -> Path:
         raise CifarEdgeError(f"{flag} {path}: folder {folder} does not exist")
     if not folder.is_dir():
         raise CifarEdgeError(f"{flag} {path}: {folder} is not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise CifarEdgeError(f"{flag} {path}: cannot write in {folder} (no permission)")
     if path.is_dir():
         raise CifarEdgeError(f"{flag} {path}: is a folder; give a file name")
+    # Try it rather than ask os.access: root passes every access check, and some folders
+    # (/proc, a read-only mount) refuse new files whatever their mode says.
+    try:
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-test.")
+    except OSError as error:
+        raise CifarEdgeError(f"{flag} {path}: cannot write in {folder} ({error.strerror or error})") from None
+    os.close(handle)
+    os.unlink(probe)
     return path
 
 

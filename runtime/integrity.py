@@ -10,12 +10,12 @@ manifest, or whose manifest has no digest for it, is used as it is: there is not
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import sha256_file
+from cifar_edge.runtime.manifest import ManifestError, file_rows, read_manifest
 
 #: The flag (and, as `check_integrity=False`, the argument) for a user who changed a file on purpose.
 SKIP_FLAG = "--skip-integrity-check"
@@ -28,15 +28,12 @@ class IntegrityError(CifarEdgeError):
 def recorded_sha256(path: str | os.PathLike) -> str | None:
     """The sha256 the manifest beside `path` records for it, or None when there is none to check."""
     path = Path(path)
-    manifest = path.parent / "manifest.json"
-    if not manifest.is_file():
-        return None
     try:
-        rows = json.loads(manifest.read_text()).get("files", [])
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
-        raise IntegrityError(f"{manifest}: unreadable manifest ({error}); cannot check {path.name} against it") from None
-    digests = [row.get("sha256") for row in rows if isinstance(row, dict) and row.get("file") == path.name]
-    return digests[0] if digests and isinstance(digests[0], str) else None
+        rows = file_rows(read_manifest(path.parent))
+    except ManifestError as error:
+        raise IntegrityError(f"{error}; cannot check {path.name} against it") from None
+    digests = [row.get("sha256") for row in rows if row["file"] == path.name]
+    return digests[0] if digests else None
 
 
 def verify_model_file(path: str | os.PathLike) -> str | None:

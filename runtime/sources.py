@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from cifar_edge.runtime.errors import CifarEdgeError
-from cifar_edge.runtime.preprocess import IMAGE_SUFFIXES, decode_rgb
+from cifar_edge.runtime.preprocess import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS_VARIABLE, decode_rgb
 from cifar_edge.runtime.quiet import is_verbose, native_notices_filtered
 
 #: How long a camera may go without a new frame before it counts as disconnected.
@@ -96,7 +96,8 @@ def read_image_file(path: Path) -> np.ndarray:
     with native_notices_filtered():
         rgb = decode_rgb(data)
     if rgb is None:
-        raise ValueError("not a readable image (unknown format, or truncated)")
+        raise ValueError(f"not a readable image (unknown format, truncated, or over the {MAX_IMAGE_PIXELS_VARIABLE} "
+                         f"limit of {os.environ[MAX_IMAGE_PIXELS_VARIABLE]} pixels)")
     return rgb
 
 
@@ -142,6 +143,8 @@ class VideoFile(FrameSource):
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise SourceError(f"--video {self.path}: is a folder; give a video file (for a folder of photos, pass it as PATH)")
         if not self.path.is_file():
             raise SourceError(f"--video {self.path}: no such file")
         _silence_opencv()

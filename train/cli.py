@@ -150,11 +150,14 @@ def _run(args) -> int:
     from cifar_edge.train.models import create_model
 
     if args.dry_run:
+        from cifar_edge.train.trainer import check_against_data
+
+        check_against_data(settings, dataset)
         print(dataset.summary())
         available = len(dataset.train) - (settings.holdout or 0)
         held = f", {settings.holdout} held out" if settings.holdout else ""
         print(f"training would use {min(settings.limit_train or available, available)} train{held} and "
-              f"{settings.limit_test or len(dataset.test)} test images (class-balanced subsets when limited)")
+              f"{min(settings.limit_test or len(dataset.test), len(dataset.test))} test images (class-balanced subsets when limited)")
         model = create_model(settings.model)
         if settings.init_from:
             from cifar_edge.train.trainer import read_initial_weights

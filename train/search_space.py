@@ -52,6 +52,7 @@ class SearchSpace:
 
     def check(self) -> None:
         """One-line errors for a space that is empty or contradicts itself."""
+        check_types(self, {"blocks": int, "filters": int, "dense_layers": int, "dense_units": int, "dropout": float})
         for name in ("blocks", "filters", "dense_layers", "dense_units", "dropout"):
             low, high = getattr(self, name)
             if low > high:
@@ -68,7 +69,7 @@ class SearchSpace:
             raise TuneError("search space: --dropout must lie in 0-0.95")
         if not self.batch_norm:
             raise TuneError("search space: batch norm must allow on, off or both")
-        if not self.learning_rates or min(self.learning_rates) <= 0:
+        if not _positive_numbers(self.learning_rates):
             raise TuneError("search space: --learning-rates needs at least one positive rate")
 
     def smallest(self) -> dict:
@@ -100,6 +101,7 @@ class ResNetSpace:
 
     def check(self) -> None:
         """One-line errors for a space that is empty or contradicts itself."""
+        check_types(self, {"widths": int, "depth": int})
         for name in ("widths", "depth"):
             low, high = getattr(self, name)
             if low > high:
@@ -110,7 +112,7 @@ class ResNetSpace:
             raise TuneError(f"search space: --depth must lie in 1-{MAX_DEPTH} (residual blocks per stage)")
         if not self.separable:
             raise TuneError("search space: separable convolutions must allow on, off or both")
-        if not self.learning_rates or min(self.learning_rates) <= 0:
+        if not _positive_numbers(self.learning_rates):
             raise TuneError("search space: --learning-rates needs at least one positive rate")
 
     def smallest(self) -> dict:
@@ -123,6 +125,20 @@ class ResNetSpace:
 
 #: Every search family by its `--family` name.
 SPACES = {space.family: space for space in (SearchSpace, ResNetSpace)}
+
+
+def check_types(space, ranges: dict[str, type]) -> None:
+    """Each range a pair of numbers of its kind, as a hand-edited search.json may not have them."""
+    for name, kind in ranges.items():
+        value = getattr(space, name)
+        numbers = (int,) if kind is int else (int, float)
+        if len(value) != 2 or not all(isinstance(v, numbers) and not isinstance(v, bool) for v in value):
+            raise TuneError(f"search space: --{name.replace('_', '-')} must be a range of two {'whole ' if kind is int else ''}numbers, "
+                            f"found {list(value)}")
+
+
+def _positive_numbers(values) -> bool:
+    return bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
 
 
 def steps(bounds: tuple[int, int], step: int) -> list[int]:
@@ -153,6 +169,14 @@ class TuneSettings:
     space: SearchSpace | ResNetSpace = field(default_factory=SearchSpace)
 
     def check(self) -> None:
+        for name in ("max_trials", "epochs", "seed", "limit_train", "max_params", "threads"):
+            value, floor = getattr(self, name), 0 if name == "seed" else 1
+            if (value is not None or name in ("max_trials", "epochs", "seed")) and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < floor):
+                raise TuneError(f"--{name.replace('_', '-')} must be a whole number of at least {floor}, found {value!r}")
+        budget = self.latency_budget_ms
+        if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget > 0):
+            raise TuneError(f"--latency-budget-ms must be a positive number, found {budget!r}")
         if self.tuner not in TUNERS:
             raise TuneError(f"unknown tuner {self.tuner!r}; choose one of {', '.join(TUNERS)}")
         if not 0 < self.validation_fraction < 1:

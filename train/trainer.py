@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import numpy as np
 
 from cifar_edge.runtime import tta
 from cifar_edge.runtime.data import Cifar10, Split
+from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, sha256_file, writable_dir, write_json, write_text
 from cifar_edge.runtime.metrics import confusion_matrix
 from cifar_edge.runtime.plots import plot_confusion_matrix
@@ -70,11 +72,11 @@ class TrainResult:
 def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike, *, resume: bool = False, verbose="auto") -> TrainResult:
     """Train `settings.model` on `dataset` and write the run directory `out_dir`."""
     started = time.perf_counter()
+    check_against_data(settings, dataset)  # before --out is made: bad input leaves nothing behind
+    created = not Path(out_dir).exists()
     out = writable_dir(out_dir)
     state = check_run_dir(out, resume)
 
-    if settings.holdout and settings.holdout >= len(dataset.train):
-        raise TrainError(f"--holdout {settings.holdout}: the data has only {len(dataset.train)} training images")
     train_split, holdout = dataset.train.balanced_split(settings.holdout, HOLDOUT_SEED) if settings.holdout else (dataset.train, None)
     train_split = _limit(train_split, settings.limit_train, settings.seed)
     test_split = _limit(dataset.test, settings.limit_test, settings.seed)
@@ -85,12 +87,13 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     # A new run reads (and checks) the file to start from before anything costly, the teacher
     # cache included; a resumed one has its weights in the checkpoint and its record in the state.
     initial, init_from = None, state.get("init_from") if state else None
-    if settings.init_from and state is None:
-        initial, init_from = read_initial_weights(settings.init_from, create_model(settings.model))
     teacher, teacher_info = None, None
-    if settings.teacher:
-        grid = ViewGrid.for_recipe(recipe.shift_pixels, settings.distill_shift_step, recipe.flip)
-        teacher, teacher_info = prepare_teacher(out, settings.teacher, grid, train_split, test_split, resume=state is not None)
+    with _removed_if_left_empty(out, created):
+        if settings.init_from and state is None:
+            initial, init_from = read_initial_weights(settings.init_from, create_model(settings.model))
+        if settings.teacher:
+            grid = ViewGrid.for_recipe(recipe.shift_pixels, settings.distill_shift_step, recipe.flip)
+            teacher, teacher_info = prepare_teacher(out, settings.teacher, grid, train_split, test_split, resume=state is not None)
     with global_policy(policy):
         model, history, earlier_seconds = _fit(settings, recipe, train_split, test_split, out, state, started, verbose,
                                                dataset.source, teacher, initial, init_from)
@@ -324,6 +327,24 @@ class _RunRecorder(keras.callbacks.Callback):
                 shutil.rmtree(entry)
             else:
                 entry.unlink()
+
+
+@contextmanager
+def _removed_if_left_empty(folder: Path, created: bool):
+    """A run folder this run created goes again when bad input (a teacher or --init-from file) stops it before anything is written."""
+    try:
+        yield
+    except CifarEdgeError:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
+def check_against_data(settings: TrainSettings, dataset: Cifar10) -> None:
+    """A one-line error for a holdout that leaves no training image. (The limits are "at most":
+    a limit past the data uses all of it, and metrics.json records the counts used.)"""
+    if settings.holdout and settings.holdout >= len(dataset.train):
+        raise TrainError(f"--holdout {settings.holdout}: the data has only {len(dataset.train)} training images")
 
 
 def _limit(split: Split, limit: int | None, seed: int) -> Split:
