@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+#: The environment pytest started with, before any test imported a library that adds to it.
+STARTING_ENVIRONMENT = dict(os.environ)
 REPO = Path(__file__).resolve().parents[1]
 SHARED_TARBALL = REPO.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 TRAIN_PER_CLASS = 30

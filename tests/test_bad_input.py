@@ -194,3 +194,17 @@ def test_a_hand_edited_search_json_is_one_line(tmp_path, change, message):
     (tmp_path / "search.json").write_text(json.dumps({"settings": data}))
     with pytest.raises(TuneError, match=message):
         read_search_settings(tmp_path).check()
+
+
+def test_a_finished_run_is_not_replaced_unless_asked(tmp_path, capsys):
+    from cifar_edge.train.cli import main as train_main
+    from cifar_edge.train.settings import MODEL_FILE, TrainError, check_not_finished
+
+    (tmp_path / MODEL_FILE).write_bytes(b"hours of training")
+    code = train_main(["--model", "resnet8", "--out", str(tmp_path), "--data", str(tmp_path / "unused")])
+    assert code == 2
+    assert f"{tmp_path} holds a finished run ({MODEL_FILE}); choose another --out, or add --overwrite" in capsys.readouterr().err
+    assert (tmp_path / MODEL_FILE).read_bytes() == b"hours of training"
+    with pytest.raises(TrainError):
+        check_not_finished(tmp_path, overwrite=False)
+    check_not_finished(tmp_path, overwrite=True)

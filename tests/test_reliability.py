@@ -22,7 +22,7 @@ from cifar_edge.runtime import cli as run_cli
 from cifar_edge.runtime.cli import main
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.sources import Camera
-from conftest import REPO
+from conftest import REPO, STARTING_ENVIRONMENT
 
 SAMPLES = REPO / "samples" / "images"
 
@@ -188,11 +188,21 @@ def test_a_camera_device_that_disappears(tmp_path, monkeypatch, capsys):
 # --- runs killed mid-way -------------------------------------------------------------------------
 
 
+def _user_environment() -> dict:
+    """This process's environment without what libraries imported here added to it: JAX's import (which
+    Keras can pull in) sets TF_CPP_MIN_LOG_LEVEL=1, and a child inheriting it would show TensorFlow
+    notices a user's shell, which has no such variable, never sees."""
+    env = dict(__import__("os").environ)
+    if STARTING_ENVIRONMENT.get("TF_CPP_MIN_LOG_LEVEL") is None:
+        env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
+
+
 class _Child:
     """A CLI in its own process, its stdout collected line by line as it comes."""
 
     def __init__(self, argv: list[str], cwd: Path):
-        env = {**__import__("os").environ, "PYTHONUNBUFFERED": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+        env = {**_user_environment(), "PYTHONUNBUFFERED": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
         self.process = subprocess.Popen([sys.executable, "-c", "import sys; from cifar_edge.%s import main; sys.exit(main())" % argv[0],
                                          *argv[1:]], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd, env=env)
         self.lines: list[str] = []
@@ -216,7 +226,7 @@ class _Child:
 
 
 def _run_to_end(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**__import__("os").environ, "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+    env = {**_user_environment(), "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", "import sys; from cifar_edge.%s import main; sys.exit(main())" % argv[0], *argv[1:]],
                           capture_output=True, text=True, cwd=cwd, env=env, timeout=900)
 

@@ -25,9 +25,11 @@ from cifar_edge.train.settings import (
     DISTILL_ALPHA,
     DISTILL_SHIFT_STEP,
     DISTILL_TEMPERATURE,
+    MODEL_FILE,
     PRECISIONS,
     RUN_FLAGS,
     TrainSettings,
+    check_not_finished,
     check_run_dir,
 )
 
@@ -84,6 +86,8 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--limit-test", type=positive_int, metavar="N", help="evaluate on this many test images, class-balanced")
     parser.add_argument("--seed", type=non_negative_int, metavar="S", help="random seed (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue the unfinished run in --out from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace the finished run in --out (by default a folder that "
+                        f"holds a {MODEL_FILE} is refused)")
     parser.add_argument(
         "--mixed-precision", choices=PRECISIONS,
         help="on: float16 compute, for GPUs; bfloat16: for CPUs with AVX512-BF16 or AMX; auto = on with a GPU (default: auto)",
@@ -144,6 +148,7 @@ def _run(args) -> int:
         settings = TrainSettings.for_model(**{flag: getattr(args, flag) for flag in RUN_FLAGS})
         if not args.dry_run:
             check_run_dir(check_writable_dir(args.out), resume=False)
+            check_not_finished(Path(args.out), args.overwrite)
 
     # Everything cheap is checked; only now load the data and pay for TensorFlow.
     dataset = load_cifar10(data, bad_images=args.bad_images)

@@ -131,6 +131,16 @@ RUN_FLAGS = tuple(field.name for field in dataclasses.fields(TrainSettings))
 RECIPE_OVERRIDES = ("epochs", "batch_size", "learning_rate", "weight_decay", "tta")
 
 
+#: The trained model a finished run leaves in its folder.
+MODEL_FILE = "model.keras"
+
+
+def check_not_finished(out: Path, overwrite: bool) -> None:
+    """A finished run is hours of work: a new run does not replace it unless asked to."""
+    if not overwrite and (out / MODEL_FILE).is_file():
+        raise TrainError(f"{out} holds a finished run ({MODEL_FILE}); choose another --out, or add --overwrite to replace it")
+
+
 def check_run_dir(out: Path, resume: bool) -> dict | None:
     """The checkpoint state in `out`, after checking it fits `resume`: a run is never
     resumed from nothing, and an unfinished one is never silently started over."""

@@ -47,6 +47,7 @@ from cifar_edge.train.report import history_csv, plot_learning_curves
 from cifar_edge.train.settings import (
     CHECKPOINT_DIR,
     HOLDOUT_SEED,
+    MODEL_FILE,
     TrainError,
     TrainSettings,
     check_run_dir,
@@ -245,8 +246,8 @@ def _metrics(settings, dataset: Cifar10, train_split: Split, test_split: Split, 
 
 
 def _write_outputs(out: Path, model, history: list[dict], metrics: dict, config: dict, class_names) -> dict[str, Path]:
-    files = {name: out / name for name in ("model.keras", "history.csv", "learning_curves.png", "confusion_matrix.png", "metrics.json", "config.json")}
-    with atomic_path(files["model.keras"]) as temporary:
+    files = {name: out / name for name in (MODEL_FILE, "history.csv", "learning_curves.png", "confusion_matrix.png", "metrics.json", "config.json")}
+    with atomic_path(files[MODEL_FILE]) as temporary:
         model.save(temporary)
     write_text(files["history.csv"], history_csv(history))
     plot_learning_curves(history, files["learning_curves.png"], title=f"{metrics['model']} on CIFAR-10")
