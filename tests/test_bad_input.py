@@ -208,3 +208,14 @@ def test_a_finished_run_is_not_replaced_unless_asked(tmp_path, capsys):
     with pytest.raises(TrainError):
         check_not_finished(tmp_path, overwrite=False)
     check_not_finished(tmp_path, overwrite=True)
+
+
+def test_settings_that_do_nothing_on_this_device_are_said_before_the_run():
+    from cifar_edge.train.device import device_notices
+
+    cpu, gpu, two = ({"accelerators": names} for names in ([], ["H200"], ["H200", "H200"]))
+    assert device_notices("auto", "none", cpu) == device_notices("bfloat16", "none", cpu) == []
+    assert "several times slower" in device_notices("on", "none", cpu)[0]
+    assert device_notices("on", "none", gpu) == device_notices("auto", "mirrored", two) == []
+    assert device_notices("auto", "mirrored", gpu) == ["--distribute mirrored with 1 GPU here: one replica, no speed-up"]
+    assert device_notices("auto", "mirrored", cpu) == ["--distribute mirrored with no GPU here: one replica, no speed-up"]

@@ -176,8 +176,11 @@ def _run(args) -> int:
         print("dry run: nothing trained, nothing written")
         return 0
 
+    from cifar_edge.train.device import describe_device, device_notices
     from cifar_edge.train.trainer import train
 
+    for notice in device_notices(settings.mixed_precision, settings.distribute, describe_device()):
+        print(f"{PROG}: notice: {notice}", file=sys.stderr)
     # A live progress bar on a terminal, one line per epoch in logs.
     result = train(settings, dataset, args.out, resume=args.resume, verbose=1 if sys.stdout.isatty() else 2)
     metrics = result.metrics

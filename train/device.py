@@ -24,6 +24,17 @@ def precision_policy(mixed_precision: str, device: dict) -> str:
     return "float32"
 
 
+def device_notices(mixed_precision: str, distribute: str, device: dict) -> list[str]:
+    """What a setting will not do on this device, said before the run rather than found out after it."""
+    notices = []
+    if mixed_precision == "on" and not device["accelerators"]:
+        notices.append("--mixed-precision on computes in float16, which CPUs emulate, several times slower than float32, and "
+                       "no GPU is visible here; use bfloat16 on a CPU with AVX512-BF16 or AMX, or auto")
+    if distribute == "mirrored" and len(device["accelerators"]) < 2:
+        notices.append(f"--distribute mirrored with {len(device['accelerators']) or 'no'} GPU here: one replica, no speed-up")
+    return notices
+
+
 @contextlib.contextmanager
 def global_policy(policy: str):
     """Keras' dtype policy is process-wide: set it for the run, then put the old one back."""
