@@ -39,7 +39,7 @@ demo: setup
 
 # A 46-second training run, to see cifar-train work end to end.
 demo-train: setup
-	$(BIN)/cifar-train --model resnet8 --epochs 3 --limit-train 5000 --out runs/demo
+	$(BIN)/cifar-train --model resnet8 --epochs 3 --limit-train 5000 --out runs/demo --overwrite
 
 # The runtime-only install and cifar-run on an emulated arm64 Pi OS (bookworm; PI_RELEASE=trixie for Python 3.13),
 # compared with this machine. Needs root on an x86-64 Debian or Ubuntu host; see tools/pi-check.sh.

@@ -41,6 +41,7 @@ from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, sha256_file, writable_dir, write_json
 from cifar_edge.runtime.formats import ExportFormat
 from cifar_edge.runtime.labels import CLASS_NAMES, INPUT_CONTRACT, OUTPUT_CONTRACT
+from cifar_edge.runtime.manifest import MANIFEST
 from cifar_edge.runtime.tta import views
 
 log = logging.getLogger("cifar_edge.export")
@@ -157,7 +158,7 @@ def export_model(
         "max_accuracy_drop_pp": options.max_accuracy_drop,
         "files": [asdict(result) for result in results],
     }
-    write_json(out / "manifest.json", manifest)
+    write_json(out / MANIFEST, manifest)
     return manifest
 
 

@@ -10,7 +10,6 @@ holds what every packaged file was made from.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -20,6 +19,7 @@ from cifar_edge.runtime.classifier import PACKAGED_DIR
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, run_cli
 from cifar_edge.runtime.files import atomic_path, writable_dir, write_json
 from cifar_edge.runtime.formats import FORMAT_NAMES
+from cifar_edge.runtime.manifest import MANIFEST, read_manifest
 
 PACKAGED_FORMATS = ("tflite-int8", "onnx-int8")
 
@@ -28,11 +28,10 @@ def package_export(export_dir: Path, name: str, formats=PACKAGED_FORMATS, destin
                    sources: Path | None = None) -> Path:
     """Copy `formats` from `export_dir` to `destination/name`, and the `.keras` source to `sources`; return the folder."""
     export_dir = Path(export_dir)
-    try:
-        manifest = json.loads((export_dir / "manifest.json").read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CifarEdgeError(f"{export_dir}: no readable manifest.json ({error})") from None
-    rows = {row["format"]: row for row in manifest["files"]}
+    manifest = read_manifest(export_dir)
+    if manifest is None:
+        raise CifarEdgeError(f"{export_dir}: no {MANIFEST}; give the --out folder of cifar-export")
+    rows = {row["format"]: row for row in manifest.get("files", [])}
     missing = [f for f in formats if rows.get(f, {}).get("status") != "passed"]
     if missing:
         raise CifarEdgeError(f"{export_dir}: no passed export for {', '.join(missing)}")
@@ -55,7 +54,7 @@ def package_export(export_dir: Path, name: str, formats=PACKAGED_FORMATS, destin
     packaged = {**manifest, "packaged_name": name, "source": os.path.relpath(Path(source).resolve(), target.resolve()) if source else "",
                 "exported_to": os.path.relpath(export_dir.resolve(), target.resolve())}
     packaged["files"] = [rows[f] for f in formats]
-    write_json(target / "manifest.json", packaged)
+    write_json(target / MANIFEST, packaged)
     return target
 
 

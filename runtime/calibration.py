@@ -153,6 +153,8 @@ class Calibration:
             calibration = cls(float(data["temperature"]), float(data["min_score"]), float(data["target_accuracy"]), int(data["images"]))
         except (KeyError, TypeError, ValueError, OverflowError) as error:
             raise ValueError(f"calibration needs temperature, min_score, target_accuracy and images ({error})") from None
+        if isinstance(data["images"], bool) or calibration.images < 1:
+            raise ValueError(f"calibration images must be a positive count, found {data['images']!r}")
         if not (0 < calibration.temperature < math.inf and 0 <= calibration.min_score <= 1):
             raise ValueError(f"calibration out of range: temperature {calibration.temperature}, min_score {calibration.min_score}")
         return calibration

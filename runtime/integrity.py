@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import sha256_file
-from cifar_edge.runtime.manifest import ManifestError, file_rows, read_manifest
+from cifar_edge.runtime.manifest import MANIFEST, ManifestError, file_rows, read_manifest
 
 #: The flag (and, as `check_integrity=False`, the argument) for a user who changed a file on purpose.
 SKIP_FLAG = "--skip-integrity-check"
@@ -45,7 +45,7 @@ def verify_model_file(path: str | os.PathLike) -> str | None:
     actual = sha256_file(path)
     if actual != expected:
         raise IntegrityError(
-            f"{path}: sha256 {actual} does not match {expected} recorded in {path.parent / 'manifest.json'}: the file is "
+            f"{path}: sha256 {actual} does not match {expected} recorded in {path.parent / MANIFEST}: the file is "
             f"damaged or was changed; export or install it again, or pass {SKIP_FLAG} if you changed it on purpose"
         )
     return actual

@@ -13,7 +13,8 @@ from pathlib import Path
 from cifar_edge.runtime.errors import CifarEdgeError
 
 MANIFEST = "manifest.json"
-#: Per-file fields a reader may rely on being strings when present; `file` is required.
+#: Per-file fields a reader may rely on being strings when present and not null. `file` must be
+#: there, and is null only in the row of a format that failed to export (there is no file).
 STRING_FIELDS = ("file", "format", "engine", "sha256")
 
 
@@ -53,12 +54,12 @@ def check_manifest(data: object, where: str | Path) -> None:
         if "file" not in row:
             raise ManifestError(f"{where}: files[{index}] has no \"file\" name")
         for field in STRING_FIELDS:
-            if field in row and not isinstance(row[field], str):
+            if row.get(field) is not None and not isinstance(row[field], str):
                 raise ManifestError(f"{where}: files[{index}].{field} must be a string, found {_json_type(row[field])}")
         if row.get("calibration") is not None and not isinstance(row["calibration"], dict):
             raise ManifestError(f"{where}: files[{index}].calibration must be an object or null")
 
 
 def file_rows(manifest: dict | None) -> list[dict]:
-    """The file entries of a checked manifest (none without one)."""
-    return list(manifest.get("files", [])) if manifest else []
+    """The entries of a checked manifest that name a file (not those of failed formats); none without one."""
+    return [row for row in manifest.get("files", []) if row["file"] is not None] if manifest else []

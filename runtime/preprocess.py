@@ -2,16 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
-#: The largest image decoded, in pixels. A 48 KB PNG can declare 20,000 x 20,000 pixels, 1.2 GB
-#: of RGB, more than a small Pi has; OpenCV's own limit is 2**30. OpenCV reads this variable at
-#: its first decode, so it is set before cv2 is imported; set it yourself to choose another.
-MAX_IMAGE_PIXELS_VARIABLE = "OPENCV_IO_MAX_IMAGE_PIXELS"
-os.environ.setdefault(MAX_IMAGE_PIXELS_VARIABLE, str(1 << 28))
-
-import cv2  # noqa: E402  (after the limit above)
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
 FITS = ("crop", "pad", "stretch")
 #: What `decode_rgb` (OpenCV's imdecode) reads: the one list folder scans of the runtime and the data loader use.

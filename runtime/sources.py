@@ -18,8 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from cifar_edge.runtime import MAX_IMAGE_PIXELS_VARIABLE
 from cifar_edge.runtime.errors import CifarEdgeError
-from cifar_edge.runtime.preprocess import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS_VARIABLE, decode_rgb
+from cifar_edge.runtime.preprocess import IMAGE_SUFFIXES, decode_rgb
 from cifar_edge.runtime.quiet import is_verbose, native_notices_filtered
 
 #: How long a camera may go without a new frame before it counts as disconnected.

@@ -3,6 +3,7 @@ each a one-line error that names the input, before anything is written."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -10,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import cv2
-import numpy as np
 import pytest
 
 from cifar_edge.runtime.classifier import Classifier, packaged_models
@@ -58,6 +57,8 @@ def _set_row(key, value):
      "calibration needs temperature"),
     (_set_row("calibration", {"temperature": float("inf"), "min_score": 0.5, "target_accuracy": 0.98, "images": 10}),
      "calibration out of range"),
+    (_set_row("calibration", {"temperature": 1.0, "min_score": 0.5, "target_accuracy": 0.98, "images": -5}),
+     "calibration images must be a positive count, found -5"),
 ])
 def test_a_damaged_manifest_is_one_line_for_the_runtime_and_the_benchmark(tmp_path, change, message):
     from cifar_edge.benchmarks.bench import BenchError, find_candidates
@@ -69,6 +70,18 @@ def test_a_damaged_manifest_is_one_line_for_the_runtime_and_the_benchmark(tmp_pa
     if "calibration" not in message:  # the benchmark reports a bad calibration as a failed row, after loading
         with pytest.raises(BenchError, match="manifest.json: " + message.replace("[", r"\[").replace("]", r"\]")):
             find_candidates([str(folder)], ("litert", "onnxruntime"))
+
+
+def test_the_row_of_a_format_that_failed_to_export_is_no_obstacle(tmp_path):
+    from cifar_edge.benchmarks.bench import find_candidates
+    from cifar_edge.export.options import FormatResult
+
+    failed = dataclasses.asdict(FormatResult("tflite-fp16"))  # as the exporter writes a format that did not convert
+    assert failed["file"] is None and failed["sha256"] is None
+    folder = _damaged_copy(tmp_path, lambda manifest: manifest["files"].append(failed))
+    shipped = Classifier(folder)
+    assert Classifier(shipped.model.path).model.path == shipped.model.path
+    assert {c.format for c in find_candidates([str(folder)], ("litert", "onnxruntime"))} == {"tflite-int8", "onnx-int8"}
 
 
 def test_files_the_manifest_lists_but_the_folder_lacks_are_named(tmp_path):
@@ -85,7 +98,7 @@ def test_a_model_that_takes_other_images_fails_at_open(tmp_path):
     inputs = keras.Input((28, 28, 1))
     path = tmp_path / "mnist.keras"
     keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))).save(path)
-    with pytest.raises(EngineError, match=r"mnist.keras: does not take the model contract's input, uint8 N×32×32×3 RGB \(ValueError"):
+    with pytest.raises(EngineError, match=r"mnist.keras: fails on one black image of the model contract's input, uint8 1×32×32×3 RGB \(ValueError"):
         open_engine(path)
     inputs = keras.Input((32, 32, 3))
     five = tmp_path / "five.keras"
@@ -128,15 +141,29 @@ def test_a_video_folder_is_named_as_a_folder(tmp_path, capsys):
     assert "is a folder; give a video file" in capsys.readouterr().err
 
 
+def _blank_png(side: int) -> bytes:
+    """A valid 1-bit grey PNG of side x side pixels: a few KB however large it declares itself."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\0" * (1 + (side + 7) // 8)) * side
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
+
+
 def test_images_over_the_pixel_limit_are_refused_before_they_take_the_memory(tmp_path):
-    photo = tmp_path / "big.png"
-    cv2.imwrite(str(photo), np.zeros((40, 40, 3), np.uint8))
-    # The limit is OpenCV's, read when it loads: a fresh process with a 1,000-pixel limit refuses 1,600.
-    env = {**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "1000"}
-    done = subprocess.run([sys.executable, "-m", "cifar_edge.runtime.cli", str(photo), "--min-score", "0"], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1, done.stderr
-    assert "big.png: not a readable image (unknown format, truncated, or over the OPENCV_IO_MAX_IMAGE_PIXELS limit of 1000 pixels)" in done.stderr
+    # 20,000 x 20,000 would be 1.2 GB of RGB; 2,000 x 2,000 the same file made smaller. A fresh process without
+    # the variable, importing the module that imports cv2 first, as a library user might.
+    (tmp_path / "huge.png").write_bytes(_blank_png(20_000))
+    (tmp_path / "fine.png").write_bytes(_blank_png(2_000))
+    code = ("import sys; from cifar_edge.runtime import sources, preprocess; "
+            "print([preprocess.decode_rgb(open(name, 'rb').read()) is None for name in ('fine.png', 'huge.png')])")
+    env = {key: value for key, value in os.environ.items() if key != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "[False, True]", done.stderr
 
 
 def test_a_holdout_past_the_data_is_an_error_and_leaves_no_run_folder(small_dataset, tmp_path):
@@ -167,7 +194,7 @@ def test_a_teacher_that_breaks_the_contract_leaves_no_run_folder(small_dataset, 
     teacher = tmp_path / "mnist.keras"
     keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))).save(teacher)
     settings = TrainSettings.for_model("resnet8", epochs=1, limit_train=50, limit_test=20, teacher=str(teacher))
-    with pytest.raises(EngineError, match="does not take the model contract's input"):
+    with pytest.raises(EngineError, match="fails on one black image of the model contract's input"):
         train(settings, small_dataset, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 
@@ -179,6 +206,8 @@ def test_a_teacher_that_breaks_the_contract_leaves_no_run_folder(small_dataset, 
     ({"space": {"blocks": ["a", "b"]}}, "--blocks must be a range of two whole numbers"),
     ({"space": {"family": "resnet", "widths": [16.5, 20]}}, "--widths must be a range of two whole numbers"),
     ({"space": {"learning_rates": ["fast"]}}, "--learning-rates needs at least one positive rate"),
+    ({"validation_fraction": "0.1"}, "validation fraction"),
+    ({"space": {"batch_norm": "on"}}, "batch norm must allow on, off or both"),
 ])
 def test_a_hand_edited_search_json_is_one_line(tmp_path, change, message):
     from cifar_edge.train.search_space import TuneError, TuneSettings, read_search_settings

@@ -67,7 +67,7 @@ class SearchSpace:
             raise TuneError(f"search space: --dense-units {self.dense_units[0]}-{self.dense_units[1]} holds no multiple of {UNIT_STEP}")
         if not 0 <= self.dropout[0] <= self.dropout[1] < 1:
             raise TuneError("search space: --dropout must lie in 0-0.95")
-        if not self.batch_norm:
+        if not self.batch_norm or not all(isinstance(v, bool) for v in self.batch_norm):
             raise TuneError("search space: batch norm must allow on, off or both")
         if not _positive_numbers(self.learning_rates):
             raise TuneError("search space: --learning-rates needs at least one positive rate")
@@ -110,7 +110,7 @@ class ResNetSpace:
             raise TuneError(f"search space: --widths {self.widths[0]}-{self.widths[1]} holds no multiple of {WIDTH_STEP}")
         if self.depth[0] < 1 or self.depth[1] > MAX_DEPTH:
             raise TuneError(f"search space: --depth must lie in 1-{MAX_DEPTH} (residual blocks per stage)")
-        if not self.separable:
+        if not self.separable or not all(isinstance(v, bool) for v in self.separable):
             raise TuneError("search space: separable convolutions must allow on, off or both")
         if not _positive_numbers(self.learning_rates):
             raise TuneError("search space: --learning-rates needs at least one positive rate")
@@ -169,17 +169,17 @@ class TuneSettings:
     space: SearchSpace | ResNetSpace = field(default_factory=SearchSpace)
 
     def check(self) -> None:
-        for name in ("max_trials", "epochs", "seed", "limit_train", "max_params", "threads"):
+        required, optional = ("max_trials", "epochs", "seed"), ("limit_train", "max_params", "threads")
+        for name in required + optional:
             value, floor = getattr(self, name), 0 if name == "seed" else 1
-            if (value is not None or name in ("max_trials", "epochs", "seed")) and (
-                    not isinstance(value, int) or isinstance(value, bool) or value < floor):
+            if (value is not None or name in required) and (not isinstance(value, int) or isinstance(value, bool) or value < floor):
                 raise TuneError(f"--{name.replace('_', '-')} must be a whole number of at least {floor}, found {value!r}")
         budget = self.latency_budget_ms
         if budget is not None and (not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget > 0):
             raise TuneError(f"--latency-budget-ms must be a positive number, found {budget!r}")
         if self.tuner not in TUNERS:
             raise TuneError(f"unknown tuner {self.tuner!r}; choose one of {', '.join(TUNERS)}")
-        if not 0 < self.validation_fraction < 1:
+        if not isinstance(self.validation_fraction, (int, float)) or not 0 < self.validation_fraction < 1:
             raise TuneError("the validation fraction must lie between 0 and 1")
         self.space.check()
 
