@@ -19,6 +19,16 @@ TRAIN_PER_CLASS = 30
 TEST_PER_CLASS = 10
 
 
+def cifar_run_exit(argv: list[str]) -> int:
+    """`cifar-run`'s exit status for `argv`, run in this process (argparse's errors exit through SystemExit)."""
+    from cifar_edge.runtime.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as stop:
+        return stop.code
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_cache(tmp_path_factory):
     """Decoded caches go to a fresh folder, never the user's ~/.cache."""

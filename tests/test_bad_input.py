@@ -14,20 +14,11 @@ from pathlib import Path
 import pytest
 
 from cifar_edge.runtime.classifier import Classifier, packaged_models
-from cifar_edge.runtime.cli import main
 from cifar_edge.runtime.engines import EngineError, open_engine
 from cifar_edge.runtime.errors import CifarEdgeError
-from conftest import REPO
+from conftest import REPO, cifar_run_exit
 
-SAMPLES = REPO / "samples" / "images"
 CLIP = REPO / "samples" / "clip.mp4"
-
-
-def _code(argv) -> int:
-    try:
-        return main(argv)
-    except SystemExit as stop:
-        return stop.code
 
 
 def _damaged_copy(tmp_path: Path, change) -> Path:
@@ -123,7 +114,7 @@ def test_save_onto_the_input_video_is_refused(tmp_path, capsys):
     video = tmp_path / "clip.mp4"
     shutil.copy(CLIP, video)
     before = video.read_bytes()
-    assert _code(["--video", str(video), "--save", str(video)]) == 2
+    assert cifar_run_exit(["--video", str(video), "--save", str(video)]) == 2
     err = capsys.readouterr().err
     assert "is the input video itself" in err and "Traceback" not in err
     assert video.read_bytes() == before
@@ -131,13 +122,13 @@ def test_save_onto_the_input_video_is_refused(tmp_path, capsys):
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, which takes no new files even for root")
 def test_save_where_no_file_can_be_made_is_one_line_even_for_root(capsys):
-    assert _code(["--video", str(CLIP), "--save", "/proc/out.mp4"]) == 2
+    assert cifar_run_exit(["--video", str(CLIP), "--save", "/proc/out.mp4"]) == 2
     err = capsys.readouterr().err
     assert "--save /proc/out.mp4: cannot write in /proc" in err and "Traceback" not in err
 
 
 def test_a_video_folder_is_named_as_a_folder(tmp_path, capsys):
-    assert _code(["--video", str(tmp_path)]) == 2
+    assert cifar_run_exit(["--video", str(tmp_path)]) == 2
     assert "is a folder; give a video file" in capsys.readouterr().err
 
 

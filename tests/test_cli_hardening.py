@@ -13,17 +13,10 @@ import pytest
 from cifar_edge.runtime import cli as run_cli
 from cifar_edge.runtime import data, sources
 from cifar_edge.runtime.cli import main
-from conftest import REPO
+from conftest import REPO, cifar_run_exit
 
 SAMPLES = REPO / "samples" / "images"
 CLIP = REPO / "samples" / "clip.mp4"
-
-
-def _code(argv) -> int:
-    try:
-        return main(argv)
-    except SystemExit as stop:
-        return stop.code
 
 
 def _one_error_line(err: str) -> str:
@@ -35,7 +28,7 @@ def _one_error_line(err: str) -> str:
 def test_save_into_a_missing_folder_fails_before_any_work(tmp_path, capsys):
     target = tmp_path / "missing" / "dir" / "out.mp4"
     # The model does not exist either: the --save check must come first, before anything loads.
-    assert _code(["--video", str(CLIP), "--save", str(target), "--model", str(tmp_path / "nope.tflite")]) == 2
+    assert cifar_run_exit(["--video", str(CLIP), "--save", str(target), "--model", str(tmp_path / "nope.tflite")]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert line == f"cifar-run: error: --save {target}: folder {target.parent} does not exist"
     assert not (tmp_path / "missing").exists()
@@ -43,7 +36,7 @@ def test_save_into_a_missing_folder_fails_before_any_work(tmp_path, capsys):
 
 def test_save_onto_a_folder_is_refused(tmp_path, capsys):
     (tmp_path / "out.mp4").mkdir()
-    assert _code(["--video", str(CLIP), "--save", str(tmp_path / "out.mp4")]) == 2
+    assert cifar_run_exit(["--video", str(CLIP), "--save", str(tmp_path / "out.mp4")]) == 2
     assert "is a folder" in _one_error_line(capsys.readouterr().err)
 
 
@@ -53,13 +46,13 @@ def test_show_without_a_display_fails_before_opening_a_window(monkeypatch, capsy
     monkeypatch.setattr(run_cli, "installed_opencv_wheels", lambda: ["opencv-python"])
     monkeypatch.setattr(cv2, "namedWindow", lambda *a: pytest.fail("a window was opened without a display"), raising=False)
     monkeypatch.setattr(sys, "platform", "linux")
-    assert _code([str(SAMPLES), "--show"]) == 2
+    assert cifar_run_exit([str(SAMPLES), "--show"]) == 2
     assert "no display here" in _one_error_line(capsys.readouterr().err)
 
 
 def test_show_with_two_opencv_wheels_says_to_keep_one(monkeypatch, capsys):
     monkeypatch.setattr(run_cli, "installed_opencv_wheels", lambda: ["opencv-python", "opencv-python-headless"])
-    assert _code([str(SAMPLES), "--show"]) == 2
+    assert cifar_run_exit([str(SAMPLES), "--show"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "pip uninstall -y opencv-python opencv-python-headless" in line and "'opencv-python>=4.10,<5'" in line
 
@@ -72,7 +65,7 @@ def test_show_with_the_headless_wheel_advises_one_gui_wheel_below_5(monkeypatch,
         raise cv2.error("The function is not implemented")
 
     monkeypatch.setattr(cv2, "namedWindow", no_gui, raising=False)
-    assert _code([str(SAMPLES), "--show"]) == 2
+    assert cifar_run_exit([str(SAMPLES), "--show"]) == 2
     line = _one_error_line(capsys.readouterr().err)
     assert "pip uninstall -y opencv-python-headless && pip install 'opencv-python>=4.10,<5'" in line
 

@@ -22,7 +22,7 @@ from cifar_edge.runtime import cli as run_cli
 from cifar_edge.runtime.cli import main
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.sources import Camera
-from conftest import REPO, STARTING_ENVIRONMENT
+from conftest import REPO, STARTING_ENVIRONMENT, cifar_run_exit
 
 SAMPLES = REPO / "samples" / "images"
 
@@ -301,7 +301,7 @@ def test_cifar_export_killed_mid_write_leaves_nothing_taken_for_whole(tiny_model
             except IntegrityError:
                 assert sha256_file(path) != row["sha256"]
         if not manifest.exists():
-            assert run_cli_exit(["x.jpg", "--model", str(out)]) == 2
+            assert cifar_run_exit(["x.jpg", "--model", str(out)]) == 2
 
     killed_while_writing()  # a first export, cut short: no manifest yet
     nothing_mistaken()
@@ -317,11 +317,6 @@ def test_cifar_export_killed_mid_write_leaves_nothing_taken_for_whole(tiny_model
     (out / manifest["files"][0]["file"]).write_bytes(b"\0" * 64)
     killed_while_writing()
     nothing_mistaken()
-    assert run_cli_exit([str(SAMPLES / "00-airplane.jpg"), "--model", str(out / manifest["files"][0]["file"])]) == 2
+    assert cifar_run_exit([str(SAMPLES / "00-airplane.jpg"), "--model", str(out / manifest["files"][0]["file"])]) == 2
 
 
-def run_cli_exit(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as stop:
-        return stop.code
