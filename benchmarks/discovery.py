@@ -42,16 +42,15 @@ def keras_installed() -> bool:
 
 
 def _from_folder(folder: Path) -> list[Candidate]:
-    manifest_path = folder / MANIFEST
-    if not manifest_path.is_file():
-        return [Candidate(p, engine_for(p), p.suffix.lstrip("."), reference=p.suffix == REFERENCE_SUFFIX)
-                for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES and not is_temporary(p)]
     try:
         manifest = read_manifest(folder)
     except ManifestError as error:
         raise BenchError(str(error)) from None
+    if manifest is None:
+        return [Candidate(p, engine_for(p), p.suffix.lstrip("."), reference=p.suffix == REFERENCE_SUFFIX)
+                for p in sorted(folder.iterdir()) if p.is_file() and p.suffix.lower() in MODEL_SUFFIXES and not is_temporary(p)]
     if "files" not in manifest:
-        raise BenchError(f"{manifest_path}: not an export manifest (no \"files\")")
+        raise BenchError(f"{folder / MANIFEST}: not an export manifest (no \"files\")")
     rows = file_rows(manifest)
     candidates = []
     name = manifest.get("model") or ""
