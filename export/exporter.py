@@ -23,7 +23,6 @@ import logging
 import os
 import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -36,7 +35,7 @@ from cifar_edge.export.tta_graph import with_tta
 from cifar_edge.export.writers import Workspace, top1_accuracy, writer_for
 from cifar_edge.runtime.calibration import Calibration, expected_calibration_error
 from cifar_edge.runtime.data import Cifar10, Split
-from cifar_edge.runtime.engines import open_engine
+from cifar_edge.runtime.engines import EngineError, load_keras_file, open_engine
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.files import atomic_path, sha256_file, writable_dir, write_json
 from cifar_edge.runtime.formats import ExportFormat
@@ -57,14 +56,12 @@ def load_keras_model(path: str | os.PathLike):
         raise ExportError(f"{path}: is a folder; give the .keras file (cifar-train writes model.keras in its --out)")
     if not path.is_file():
         raise ExportError(f"{path}: no such model file")
-    if not zipfile.is_zipfile(path):
-        raise ExportError(f"{path}: not a .keras model file (not a zip archive)")
     import keras
 
     try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for damaged or foreign files
-        raise ExportError(f"{path}: cannot load the Keras model ({type(error).__name__}: {str(error).splitlines()[0][:200]})") from None
+        model = load_keras_file(keras, path)
+    except EngineError as error:
+        raise ExportError(str(error)) from None
     check_contract(model, path)
     return model
 

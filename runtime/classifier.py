@@ -97,6 +97,8 @@ class ResolvedModel:
     packaged: bool
     calibration: Calibration | None = None
     """From the manifest row; None for files exported before calibration, or without held-out images."""
+    sha256: str | None = None
+    """The digest the manifest row records, checked before the file is opened; None when unrecorded."""
 
 
 def packaged_models() -> dict[str, Path]:
@@ -137,7 +139,8 @@ def _resolve_file(path: Path) -> ResolvedModel:
     row = next((r for r in file_rows(manifest) if r["file"] == path.name), None)
     names = _checked_names(manifest["class_names"], str(path.parent / MANIFEST)) if row and "class_names" in manifest else None
     return ResolvedModel(path, path.stem, row.get("format") if row else None, names or (), packaged=False,
-                         calibration=_checked_calibration(row, path.parent / MANIFEST))
+                         calibration=_checked_calibration(row, path.parent / MANIFEST),
+                         sha256=row.get("sha256") if row else None)
 
 
 def _checked_calibration(row: dict | None, where) -> Calibration | None:
@@ -169,7 +172,7 @@ def _resolve_folder(name: str, folder: Path, engine: str, device: str, packaged:
             row = min(candidates, key=lambda r: precision_rank.get(r.get("format"), len(precision_rank)))
             names = _checked_names(manifest.get("class_names"), str(folder / MANIFEST))
             return ResolvedModel(folder / row["file"], name, row.get("format"), names, packaged,
-                                 _checked_calibration(row, folder / MANIFEST))
+                                 _checked_calibration(row, folder / MANIFEST), row.get("sha256"))
     missing = [r["file"] for r in listed if r not in rows]
     gone = f" (listed but missing: {', '.join(missing)})" if missing else ""
     raise EngineError(f"{folder}: no model file for engine {' or '.join(order)} in its manifest{gone}")
@@ -197,7 +200,7 @@ class Classifier:
                                          zoom=tuple(float(f) for f in zoom), check_integrity=check_integrity)
         self.model = resolve_model(model, engine, device)
         if check_integrity:
-            verify_model_file(self.model.path)  # before any byte of it is parsed
+            verify_model_file(self.model.path, self.model.sha256)  # before any byte of it is parsed
         self.engine: Engine = open_engine(self.model.path, engine, threads, device)
         self.class_names = self.model.class_names or self._names_from_engine()
         self.calibration: Calibration | None = self.model.calibration or self._calibration_from_engine()

@@ -209,15 +209,24 @@ class KerasEngine(Engine):
             raise EngineError(f"--device gpu: the Keras {keras.backend.backend()} backend sees no GPU here; use --device cpu")
         if threads:
             _limit_keras_threads(keras.backend.backend(), threads)
-        if not zipfile.is_zipfile(path):
-            raise EngineError(f"{path}: not a .keras model file (not a zip archive)")
-        try:
-            self._model = keras.models.load_model(path, compile=False)
-        except Exception as error:  # Keras raises many types for bad archives
-            raise EngineError(f"{path}: not a loadable Keras model ({str(error).splitlines()[0][:200]})") from None
+        self._model = load_keras_file(keras, path)
 
     def _run(self, images: np.ndarray) -> np.ndarray:
         return np.asarray(self._model.predict_on_batch(images.astype(np.uint8, copy=False)), dtype=np.float32)
+
+
+def load_keras_file(keras, path: Path):
+    """`keras.models.load_model(path)` with one-line EngineErrors for what is not a loadable `.keras` file.
+
+    The one place this check lives: the Keras engine and `cifar-export`'s loader both call it.
+    """
+    if not zipfile.is_zipfile(path):
+        raise EngineError(f"{path}: not a .keras model file (not a zip archive)")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for damaged or foreign archives
+        first_line = (str(error).splitlines() or [""])[0][:200]
+        raise EngineError(f"{path}: not a loadable Keras model ({type(error).__name__}: {first_line})") from None
 
 
 def _limit_keras_threads(backend: str, threads: int) -> None:

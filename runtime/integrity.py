@@ -36,10 +36,15 @@ def recorded_sha256(path: str | os.PathLike) -> str | None:
     return digests[0] if digests else None
 
 
-def verify_model_file(path: str | os.PathLike) -> str | None:
-    """Hash `path` and compare with its manifest; return the digest, None if unrecorded, or raise IntegrityError."""
+def verify_model_file(path: str | os.PathLike, expected: str | None | object = ...) -> str | None:
+    """Hash `path` and compare with its manifest; return the digest, None if unrecorded, or raise IntegrityError.
+
+    `expected` is the digest when the caller has already read the manifest row (`ResolvedModel.sha256`),
+    so the manifest is not read a second time; by default it is looked up.
+    """
     path = Path(path)
-    expected = recorded_sha256(path)
+    if expected is ...:
+        expected = recorded_sha256(path)
     if expected is None:
         return None
     actual = sha256_file(path)

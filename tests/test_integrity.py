@@ -11,7 +11,7 @@ import pytest
 
 from cifar_edge.benchmarks.cli import main as bench_main
 from cifar_edge.runtime import Classifier
-from cifar_edge.runtime.classifier import packaged_models
+from cifar_edge.runtime.classifier import packaged_models, resolve_model
 from cifar_edge.runtime.cli import main as run_main
 from cifar_edge.runtime.files import sha256_file
 from cifar_edge.runtime.integrity import SKIP_FLAG, IntegrityError, recorded_sha256, verify_model_file
@@ -47,6 +47,16 @@ def test_packaged_and_intact_files_pass(edge_copy):
         for model in models:
             assert verify_model_file(model) == sha256_file(model), name
     assert verify_model_file(_packaged_file(edge_copy, "tflite-int8")) is not None
+
+
+def test_the_resolved_row_carries_the_recorded_digest(edge_copy):
+    # Classifier checks against this digest, so the manifest is read once per load, not twice.
+    for spec in (edge_copy, _packaged_file(edge_copy, "onnx-int8")):
+        resolved = resolve_model(spec)
+        assert resolved.sha256 == recorded_sha256(resolved.path) == sha256_file(resolved.path)
+    assert verify_model_file(resolved.path, None) is None  # an unrecorded digest: nothing to check
+    with pytest.raises(IntegrityError, match="does not match"):
+        verify_model_file(resolved.path, "0" * 64)
 
 
 def test_twelve_mangled_tflite_files_are_all_refused(edge_copy):
