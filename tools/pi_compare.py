@@ -52,7 +52,9 @@ def _probabilities(record: dict) -> dict[int, float]:
 
 
 TOLERANCE = 0.05
-VIDEO_TOLERANCE = 0.15
+# The calibrated edge of 2026-12-03 (temperature 0.52, which about doubles logit differences) moved frame 13 of
+# samples/clip.mp4 by 0.167 on LiteRT (decoded pixels differ, see above), top-1 identical: video is held to 0.25.
+VIDEO_TOLERANCE = 0.25
 
 
 def compare(host_dir: Path, pi_dir: Path, tolerance: float = TOLERANCE,
