@@ -10,6 +10,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from cifar_edge.runtime.machine import usable_cpus  # noqa: E402
 from cifar_edge.train import distill, trainer  # noqa: E402
 from cifar_edge.train.cli import main  # noqa: E402
 from cifar_edge.train.pipeline import Augmentation, TrainingBatches, ViewGrid, apply_augmentation, draw_augmentation  # noqa: E402
@@ -111,6 +112,7 @@ def test_one_epoch_distillation_writes_every_output(small_dataset, teacher_file,
     assert 0.0 <= result.metrics["test_accuracy"] <= 1.0
     cache = distill.TeacherCache.load(tmp_path / CACHE_FILE)
     assert cache.train.shape == (200, 18, 10) and cache.test.shape == (100, 10)
+    assert teacher["teacher_threads"] == cache.threads == usable_cpus()
     # The plain view of the cache is what the teacher says of the untouched images.
     from cifar_edge.runtime.engines import open_engine
 
