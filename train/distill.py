@@ -73,7 +73,7 @@ class TeacherCache:
                 file, train=self.train, test=self.test, shifts=np.array(self.grid.shifts), flips=np.array(self.grid.flips),
                 teacher_sha256=self.teacher_sha256, train_fingerprint=self.train_fingerprint,
                 test_fingerprint=self.test_fingerprint, images_per_second=self.images_per_second,
-                build_seconds=self.build_seconds, threads=-1 if self.threads is None else self.threads,
+                build_seconds=self.build_seconds, threads=self.threads or 0,
             )
 
     @classmethod
@@ -86,7 +86,7 @@ class TeacherCache:
                     teacher_sha256=str(data["teacher_sha256"]), train_fingerprint=str(data["train_fingerprint"]),
                     test_fingerprint=str(data["test_fingerprint"]), images_per_second=float(data["images_per_second"]),
                     build_seconds=float(data["build_seconds"]),
-                    threads=int(data["threads"]) if "threads" in data and int(data["threads"]) > 0 else None,
+                    threads=int(data.get("threads", 0)) or None,
                 )
         except (OSError, ValueError, KeyError) as error:
             raise TrainError(f"{path}: unreadable teacher cache ({type(error).__name__}); remove it to rebuild it") from None
