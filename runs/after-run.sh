@@ -3,15 +3,13 @@
 # and measure both beside the packaged edge. Every step's output stays in runs/; nothing is released here.
 cd "$(dirname "$0")/.." || exit 1
 set -e
-RUN=runs/edge-w20-kd0-200
-FT=runs/edge-w20-kd0-200-zoom50-ft10
-DATA=/work/shared/data/cifar10-jpeg.tar.gz
-export CIFAR10_DATA=$DATA TF_NUM_INTRAOP_THREADS=2 TF_NUM_INTEROP_THREADS=1
-step() { echo "== $(date -u +%T) $*"; "$@"; }
+. runs/settings.sh
+RUN=$OUT
+step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
 [ -f "$RUN/model.keras" ] || { echo "$RUN/model.keras: the run has not ended"; exit 1; }
 [ -d "$RUN/export" ] || step .venv/bin/cifar-export "$RUN/model.keras" --int8 --out "$RUN/export" --data "$DATA"
 [ -f "$FT/model.keras" ] || step .venv/bin/cifar-train --model resnet8-w20 --init-from "$RUN/model.keras" --holdout 5000 --zoom-out 0.5 \
-  --teacher runs/teacher-52d923a.tflite --distill-shift-step 0 --epochs 10 --learning-rate 0.03 --mixed-precision bfloat16 --out "$FT" --data "$DATA"
+  --teacher "$TEACHER" --distill-shift-step 0 --epochs 10 --learning-rate 0.03 --mixed-precision bfloat16 --out "$FT" --data "$DATA"
 [ -d "$FT/export" ] || step .venv/bin/cifar-export "$FT/model.keras" --int8 --out "$FT/export" --data "$DATA"
 rm -rf runs/packaged-edge && cp -r runtime/models/edge runs/packaged-edge
 step .venv/bin/cifar-bench "$RUN/export" "$FT/export" runs/packaged-edge --out runs/bench-edge-200 --threads 1 --engines litert onnxruntime --data "$DATA"

@@ -2,7 +2,7 @@
 # Commits the long run's checkpoint every INTERVAL seconds, just after an epoch is written,
 # so a lost machine costs at most INTERVAL of training. Only the named paths are committed.
 cd "$(dirname "$0")/.." || exit 1
-OUT=runs/edge-w20-kd0-200
+. runs/settings.sh
 INTERVAL=${INTERVAL:-1800}
 LOG=runs/autocommit.log
 while true; do
@@ -17,8 +17,7 @@ while true; do
   done
   sleep 3
   epoch=$(python3 -c "import json;print(json.load(open('$OUT/checkpoint/state.json'))['epoch'])")
-  paths="$OUT/checkpoint runs/teacher-52d923a.tflite runs/long-run.sh runs/autocommit.sh"
-  [ -f "$OUT/config.json" ] && paths="$paths $OUT/config.json"
+  paths="$OUT/checkpoint $TEACHER runs/settings.sh runs/long-run.sh runs/after-run.sh runs/autocommit.sh"
   for try in 1 2 3 4 5; do
     if git add -f -A $paths >> $LOG 2>&1 && git commit -q -m "Long run: the edge student's checkpoint at epoch $epoch of 200 (resume with runs/long-run.sh)" -- $paths >> $LOG 2>&1; then
       echo "$(date -u +%T) committed epoch $epoch $(git rev-parse --short HEAD)" >> $LOG
