@@ -1,5 +1,7 @@
-"""The runtime's own costs: classifier overhead, end-to-end video FPS (with the file's calibration
-and threshold, and without), and accuracy through the photo and video paths against raw 32x32 images.
+"""The runtime's own costs: classifier overhead, video FPS, and photo and video accuracy against raw images.
+
+The video FPS is end to end, with the file's calibration and threshold and without; the accuracy is through
+the photo and video paths against the raw 32x32 test images.
 
     python -m cifar_edge.benchmarks.runtime_speed --model runtime/models/edge --images 1000
 

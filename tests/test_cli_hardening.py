@@ -150,3 +150,23 @@ def test_folders_scanned_by_cifar_run_skip_nothing_the_decoder_reads(tmp_path):
     for suffix in sources.IMAGE_SUFFIXES:
         Path(tmp_path / f"x{suffix}").write_bytes(b"")
     assert len(sources.expand_inputs([str(tmp_path)])) == len(sources.IMAGE_SUFFIXES)
+
+
+def _module_clis() -> list[str]:
+    """The `python -m` tools whose --help description is their docstring's first line, found in the source."""
+    return sorted(".".join(("cifar_edge", *path.relative_to(REPO).with_suffix("").parts))
+                  for part in ("train", "export", "runtime", "benchmarks") for path in (REPO / part).glob("*.py")
+                  if "__doc__.splitlines()[0]" in path.read_text())
+
+
+@pytest.mark.parametrize("module", _module_clis())
+def test_module_cli_descriptions_are_whole_sentences(module):
+    # argparse shows only the first docstring line: a sentence wrapped onto the next line is cut mid-phrase.
+    import importlib
+
+    first = importlib.import_module(module).__doc__.splitlines()[0]
+    assert first.endswith("."), f"{module}: --help shows the cut-off line {first!r}"
+
+
+def test_module_clis_are_found():
+    assert "cifar_edge.benchmarks.runtime_speed" in _module_clis() and len(_module_clis()) >= 5
