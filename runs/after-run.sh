@@ -1,5 +1,5 @@
 #!/bin/bash
-# After the 200-epoch run ends: export it, fine-tune it with zoom-out (issue 15's scenes), export that,
+# After the long run ends: export it, fine-tune it with zoom-out (issue 15's scenes), export that,
 # and measure both beside the packaged edge. Every step's output stays in runs/; nothing is released here.
 cd "$(dirname "$0")/.." || exit 1
 set -e
@@ -12,7 +12,7 @@ step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
   --teacher "$TEACHER" --distill-shift-step 0 --epochs 10 --learning-rate 0.03 --mixed-precision bfloat16 --out "$FT" --data "$DATA"
 [ -d "$FT/export" ] || step .venv/bin/cifar-export "$FT/model.keras" --int8 --out "$FT/export" --data "$DATA"
 rm -rf runs/packaged-edge && cp -r runtime/models/edge runs/packaged-edge
-step .venv/bin/cifar-bench "$RUN/export" "$FT/export" runs/packaged-edge --out runs/bench-edge-200 --threads 1 --engines litert onnxruntime --data "$DATA"
+step .venv/bin/cifar-bench "$RUN/export" "$FT/export" runs/packaged-edge --out runs/bench-edge-$EPOCHS --threads 1 --engines litert onnxruntime --data "$DATA"
 for M in "$RUN" "$FT"; do
   step .venv/bin/python -m cifar_edge.benchmarks.scenes --model "$M/export/resnet8-w20.tflite-int8.tflite" --limit 500 --zoom 1 --threads 1 --data "$DATA" > "$M/scenes.txt"
   step .venv/bin/python -m cifar_edge.benchmarks.ood --model "$M/export/resnet8-w20.tflite-int8.tflite" --limit 1000 --per-kind 100 --data "$DATA" > "$M/ood.txt"

@@ -20,12 +20,12 @@ while true; do
     sleep 3
   fi
   if [ -f "$OUT/checkpoint/state.json" ]; then
-    what="checkpoint at epoch $(python3 -c "import json;print(json.load(open('$OUT/checkpoint/state.json'))['epoch'])") of 200"
+    what="checkpoint at epoch $(python3 -c "import json;print(json.load(open('$OUT/checkpoint/state.json'))['epoch'])") of $EPOCHS"
   else
     what="run ended; after-run outputs so far"
   fi
-  paths="$OUT $TEACHER runs/settings.sh runs/long-run.sh runs/after-run.sh runs/autocommit.sh :(exclude)**/teacher_cache.npz"
-  for p in "$FT" runs/bench-edge-200; do [ -e "$p" ] && paths="$paths $p"; done
+  paths="$OUT $TEACHER runs/settings.sh runs/long-run.sh runs/after-run.sh runs/autocommit.sh runs/ft.sh runs/scenes2000.sh :(exclude)**/teacher_cache.npz"
+  for p in "$FT" runs/bench-edge-$EPOCHS; do [ -e "$p" ] && paths="$paths $p"; done
   for try in 1 2 3 4 5; do
     if git add -f -A $paths >> $LOG 2>&1; then
       if git diff --cached --quiet -- $paths; then echo "$(date -u +%T) nothing new" >> $LOG; break; fi

@@ -1,16 +1,16 @@
 #!/bin/bash
-# A zoom-out fine-tune of the 200-epoch run: runs/ft.sh ZOOM LR [EPOCHS] (e.g. 0.3 0.01), into runs/edge-w20-kd0-200-zoomZZ-ftEE-lrLL.
-# after-run.sh's lr 0.03 / 50% met the scene goal but cost 1.5 points int8. The first fine-tune's teacher cache
-# (same teacher, images and views) is reused.
+# A zoom-out fine-tune of the long run ($OUT of runs/settings.sh): runs/ft.sh ZOOM LR [FT_EPOCHS] (e.g. 0.3 0.01), into $OUT-zoomZZ-ftEE-lrLL.
+# after-run.sh's lr 0.03 / zoom 0.5 met the scene goal but cost 1.5 points int8 (2026-12-04, BENCHMARKS.md).
+# The long run's teacher cache (same teacher, images and views) is copied in and reused.
 cd "$(dirname "$0")/.." || exit 1
 set -e
 . runs/settings.sh
-ZOOM=$1 LR=$2 EPOCHS=${3:-10}
-FT2=runs/edge-w20-kd0-200-zoom$(printf %02d "$(python3 -c "print(round($ZOOM*100))")")-ft$EPOCHS-lr${LR#0.}
+ZOOM=$1 LR=$2 FT_EPOCHS=${3:-10}
+FT2=$OUT-zoom$(printf %02d "$(python3 -c "print(round($ZOOM*100))")")-ft$FT_EPOCHS-lr${LR#0.}
 step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
-mkdir -p "$FT2" && [ -f "$FT2/teacher_cache.npz" ] || cp "$FT/teacher_cache.npz" "$FT2/"
+mkdir -p "$FT2" && [ -f "$FT2/teacher_cache.npz" ] || cp "$OUT/teacher_cache.npz" "$FT2/"
 [ -f "$FT2/model.keras" ] || step .venv/bin/cifar-train --model resnet8-w20 --init-from "$OUT/model.keras" --holdout 5000 --zoom-out "$ZOOM" \
-  --teacher "$TEACHER" --distill-shift-step 0 --epochs "$EPOCHS" --learning-rate "$LR" --mixed-precision bfloat16 --out "$FT2" --data "$DATA"
+  --teacher "$TEACHER" --distill-shift-step 0 --epochs "$FT_EPOCHS" --learning-rate "$LR" --mixed-precision bfloat16 --out "$FT2" --data "$DATA"
 [ -d "$FT2/export" ] || step .venv/bin/cifar-export "$FT2/model.keras" --int8 --out "$FT2/export" --data "$DATA"
 step .venv/bin/python -m cifar_edge.benchmarks.scenes --model "$FT2/export/resnet8-w20.tflite-int8.tflite" --limit 500 --zoom 1 --threads 1 --data "$DATA" > "$FT2/scenes.txt"
 step .venv/bin/python -m cifar_edge.benchmarks.ood --model "$FT2/export/resnet8-w20.tflite-int8.tflite" --limit 1000 --per-kind 100 --data "$DATA" > "$FT2/ood.txt"
