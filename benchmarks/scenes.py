@@ -6,7 +6,7 @@ textured or a noisy background, then JPEG-encodes it as a camera would. Accuracy
 scenes against accuracy on the raw 32x32 images says what framing costs, and what
 `cifar-run --zoom` wins back.
 
-    python -m cifar_edge.benchmarks.scenes --model edge --zoom 1 --zoom 1,0.75,0.5 --limit 500
+    python -m cifar_edge.benchmarks.scenes --model edge --zoom 1 --zoom 1,0.75,0.5 --zoom 1:0.75,0.75:0.25 --limit 500
     python -m cifar_edge.benchmarks.scenes --write samples/scenes --limit 20   # a photo set and a clip per fill
 """
 
@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from cifar_edge.runtime.classifier import Classifier
-from cifar_edge.runtime.cli import zoom_fractions
+from cifar_edge.runtime.cli import zoom_setting
 from cifar_edge.runtime.data import ENV_VAR, Split, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, positive_int, run_cli
 from cifar_edge.runtime.files import atomic_path, writable_dir
@@ -66,6 +66,8 @@ def scene(rgb: np.ndarray, fill: float, kind: str, rng: np.random.Generator, siz
 @dataclass(frozen=True)
 class SceneResult:
     zoom: tuple[float, ...]
+    zoom_weights: tuple[float, ...] | None
+    """None: the most confident view; else the weighted mean of the views (`ClassifierOptions.zoom_weights`)."""
     raw_accuracy: float
     """On the 32x32 images themselves, one view."""
     accuracy: dict[tuple[float, str], float]
@@ -74,14 +76,18 @@ class SceneResult:
     """Median preprocess + inference + postprocess per scene."""
 
 
-def evaluate(model: str | None, split: Split, zooms: list[tuple[float, ...]], seed: int = 0, threads: int | None = 1,
+Zoom = tuple[tuple[float, ...], tuple[float, ...] | None]
+"""(fractions, weights or None), as `cifar-run --zoom` parses them."""
+
+
+def evaluate(model: str | None, split: Split, zooms: list[Zoom], seed: int = 0, threads: int | None = 1,
              engine: str = "auto") -> list[SceneResult]:
     """Each zoom setting on every scene of `split` (the same scenes for all), beside the raw images."""
     rng = np.random.default_rng(seed)
     scenes = {(fill, kind): [scene(rgb, fill, kind, rng) for rgb in split.images] for fill in FILLS for kind in BACKGROUNDS}
     results = []
-    for zoom in zooms:
-        classifier = Classifier(model, engine=engine, threads=threads, zoom=zoom, min_score=0)
+    for zoom, weights in zooms:
+        classifier = Classifier(model, engine=engine, threads=threads, zoom=zoom, zoom_weights=weights, min_score=0)
         raw = classifier.engine.predict(split.images).argmax(axis=1)
         accuracy, times = {}, []
         for key, frames in scenes.items():
@@ -91,7 +97,7 @@ def evaluate(model: str | None, split: Split, zooms: list[tuple[float, ...]], se
                 labels.append(classifier.classify(frame)[0].class_id)
                 times.append(time.perf_counter() - started)
             accuracy[key] = float(np.mean(np.array(labels) == split.labels))
-        results.append(SceneResult(zoom, float(np.mean(raw == split.labels)), accuracy, float(np.median(times) * 1000)))
+        results.append(SceneResult(zoom, weights, float(np.mean(raw == split.labels)), accuracy, float(np.median(times) * 1000)))
     return results
 
 
@@ -101,8 +107,15 @@ def markdown(results: list[SceneResult]) -> str:
              "|---|---:|" + "---:|" * len(keys) + "---:|"]
     for r in results:
         cells = " | ".join(f"{r.accuracy[key]:.2%} ({(r.accuracy[key] - r.raw_accuracy) * 100:+.1f})" for key in keys)
-        lines.append(f"| {','.join(f'{f:g}' for f in r.zoom)} | {r.raw_accuracy:.2%} | {cells} | {r.ms_per_frame:.2f} |")
+        lines.append(f"| {zoom_text(r.zoom, r.zoom_weights)} | {r.raw_accuracy:.2%} | {cells} | {r.ms_per_frame:.2f} |")
     return "\n".join(lines)
+
+
+def zoom_text(zoom: tuple[float, ...], weights: tuple[float, ...] | None) -> str:
+    """A zoom setting as `--zoom` spells it."""
+    if weights is None:
+        return ",".join(f"{f:g}" for f in zoom)
+    return ",".join(f"{f:g}:{w:g}" for f, w in zip(zoom, weights, strict=True))
 
 
 def write_scenes(split: Split, out: Path, seed: int = 0) -> list[Path]:
@@ -134,7 +147,8 @@ def write_scenes(split: Split, out: Path, seed: int = 0) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m cifar_edge.benchmarks.scenes", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a model file, export folder or packaged name (default: edge)")
-    parser.add_argument("--zoom", type=zoom_fractions, action="append", help="zoom fractions to compare (repeatable; default: 1)")
+    parser.add_argument("--zoom", type=zoom_setting, action="append", metavar="F[:W][,F[:W]...]",
+                        help="zoom settings to compare, as cifar-run --zoom takes them (repeatable; default: 1)")
     parser.add_argument("--limit", type=positive_int, default=500, help="class-balanced test images (default: 500)")
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--threads", type=positive_int, default=1)
@@ -148,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             paths = write_scenes(split, args.write)
             print(f"{len(paths)} files in {args.write}")
             return 0
-        print(markdown(evaluate(args.model, split, args.zoom or [(1.0,)], threads=args.threads, engine=args.engine)))
+        print(markdown(evaluate(args.model, split, args.zoom or [((1.0,), None)], threads=args.threads, engine=args.engine)))
         return 0
 
     return run_cli("scenes", body)

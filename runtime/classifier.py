@@ -61,6 +61,11 @@ class ClassifierOptions:
     """Centred crops tried per image, as fractions of the square's side: each is classified (in one
     batch) and the most confident calibrated answer is kept, for subjects that fill only part of a
     frame. (1.0,) classifies the whole square once."""
+    zoom_weights: tuple[float, ...] | None = None
+    """None keeps the most confident view; otherwise one positive weight per `zoom` fraction, and the
+    answer is the weighted mean of the views' calibrated probabilities (weights scaled to sum to 1).
+    A mean leans on the whole view where the subject fills the frame, where the most confident crop
+    would often be a confidently wrong part of it (BENCHMARKS.md, "Zoom: the weighted mean of two views")."""
     check_integrity: bool = True
     """Hash the model file and refuse it (`IntegrityError`) when it differs from the sha256 recorded in the
     manifest beside it, as a damaged or half-replaced file does; False for a file changed on purpose."""
@@ -80,6 +85,10 @@ class ClassifierOptions:
             raise CifarEdgeError(f"fit {self.fit!r}: choose one of {', '.join(FITS)}")
         if not self.zoom or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in self.zoom):
             raise CifarEdgeError(f"zoom {self.zoom!r}: one or more fractions above 0 and at most 1")
+        if self.zoom_weights is not None and (
+            len(self.zoom_weights) != len(self.zoom) or not all(isinstance(w, (int, float)) and w > 0 for w in self.zoom_weights)
+        ):
+            raise CifarEdgeError(f"zoom_weights {self.zoom_weights!r}: one positive weight per zoom fraction {self.zoom!r}")
         if self.min_score != "auto" and not (isinstance(self.min_score, (int, float)) and 0 <= self.min_score <= 1):
             raise CifarEdgeError(f"min_score {self.min_score!r}: auto, or a number from 0 to 1")
 
@@ -195,9 +204,11 @@ class Classifier:
         min_score: float | str = "auto",
         zoom: tuple[float, ...] = (1.0,),
         check_integrity: bool = True,
+        zoom_weights: tuple[float, ...] | None = None,
     ):
         self.options = ClassifierOptions(engine=engine, device=device, threads=threads, fit=fit, min_score=min_score,
-                                         zoom=tuple(float(f) for f in zoom), check_integrity=check_integrity)
+                                         zoom=tuple(float(f) for f in zoom), check_integrity=check_integrity,
+                                         zoom_weights=None if zoom_weights is None else tuple(float(w) for w in zoom_weights))
         self.model = resolve_model(model, engine, device)
         if check_integrity:
             verify_model_file(self.model.path, self.model.sha256)  # before any byte of it is parsed
@@ -242,10 +253,14 @@ class Classifier:
             raise ImageError(f"image: {error}") from None
 
     def postprocess_views(self, probabilities: np.ndarray, top_k: int = 1) -> list[Prediction]:
-        """`postprocess` of the view (zoom) whose calibrated top score is highest."""
+        """`postprocess` of the view (zoom) whose calibrated top score is highest, or of the views'
+        weighted mean (`zoom_weights`)."""
         if len(probabilities) == 1:
             return self.postprocess(probabilities[0], top_k)
         calibrated = self.calibration.apply(probabilities) if self.calibration is not None else probabilities
+        if self.options.zoom_weights is not None:
+            weights = np.asarray(self.options.zoom_weights, np.float32)
+            return self.postprocess(weights @ calibrated / weights.sum(), top_k, calibrated=True)
         best_view = int(calibrated.max(axis=1).argmax())
         return self.postprocess(calibrated[best_view], top_k, calibrated=True)
 

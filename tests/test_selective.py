@@ -11,6 +11,7 @@ import pytest
 from cifar_edge.runtime import Classifier
 from cifar_edge.runtime.calibration import Calibration
 from cifar_edge.runtime.cli import main
+from cifar_edge.runtime.errors import CifarEdgeError
 
 pytest.importorskip("tensorflow")
 
@@ -148,12 +149,35 @@ def test_zoom_keeps_the_most_confident_view_and_scenes_measure_it(tiny_export, s
     probabilities = zoomed.invoke(views)
     best = zoomed.classify(frame)[0]
     assert best.score == pytest.approx(float(probabilities.max()), rel=1e-5)
-    results = scenes.evaluate(str(out), small_dataset.test.balanced_subset(20, 0), [(1.0,), (1.0, 0.5)])
-    assert [r.zoom for r in results] == [(1.0,), (1.0, 0.5)]
+    settings = [((1.0,), None), ((1.0, 0.5), None), ((1.0, 0.5), (3.0, 1.0))]
+    results = scenes.evaluate(str(out), small_dataset.test.balanced_subset(20, 0), settings)
+    assert [(r.zoom, r.zoom_weights) for r in results] == settings
     assert set(results[0].accuracy) == {(f, k) for f in scenes.FILLS for k in scenes.BACKGROUNDS}
-    assert "| 1,0.5 |" in scenes.markdown(results)
-    with pytest.raises(SystemExit):
-        main(["x.png", "--zoom", "0,1"])
+    table = scenes.markdown(results)
+    assert "| 1,0.5 |" in table and "| 1:3,0.5:1 |" in table
+    for bad in ("0,1", "1:0.75,0.75", "1:0,0.5:1", "1:a"):
+        with pytest.raises(SystemExit):
+            main(["x.png", "--zoom", bad])
+
+
+def test_weighted_zoom_answers_with_the_weighted_mean_of_the_calibrated_views(calibrated_export, small_dataset):
+    from cifar_edge.benchmarks import scenes
+    from cifar_edge.runtime.cli import zoom_setting
+
+    assert zoom_setting("1,0.75") == ((1.0, 0.75), None)
+    assert zoom_setting("1:0.75,0.75:0.25") == ((1.0, 0.75), (0.75, 0.25))
+    out, _ = calibrated_export
+    weighted = Classifier(out, zoom=(1.0, 0.75), zoom_weights=(3.0, 1.0), min_score=0)
+    assert weighted.calibration is not None
+    frame = scenes.scene(small_dataset.test.images[1], 0.75, "noise", np.random.default_rng(0))
+    calibrated = weighted.calibration.apply(weighted.invoke(weighted.preprocess_views(frame)))
+    expected = 0.75 * calibrated[0] + 0.25 * calibrated[1]
+    top = weighted.classify(frame, top_k=3)
+    assert [p.class_id for p in top] == list(np.argsort(expected)[::-1][:3])
+    assert [p.score for p in top] == pytest.approx(list(np.sort(expected)[::-1][:3]), rel=1e-5)
+    assert weighted.classify_batch([frame, frame], top_k=3)[1] == top
+    with pytest.raises(CifarEdgeError, match="one positive weight per zoom fraction"):
+        Classifier(out, zoom=(1.0, 0.75), zoom_weights=(1.0,))
 
 
 def test_bench_rows_report_calibration_error_and_coverage(calibrated_export, small_dataset):
@@ -196,3 +220,20 @@ def test_ood_kinds_are_distinct_images_and_the_report_has_both_operating_points(
     assert with_photos["photos"] == 2 and with_photos["kinds"][-1] == "photos"
     assert "photos" in with_photos["operating_points"]["max at 80% test coverage"]["rejected"]
     assert ood.markdown(with_photos).splitlines()[0].endswith("| photos | all |")
+
+
+def test_zoom_weights_tool_scores_every_rule_on_held_out_scenes(calibrated_export, image_tree, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "zoom_weights.py"
+    spec = importlib.util.spec_from_file_location("zoom_weights", tool)
+    zoom_weights = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(zoom_weights)
+    out, _ = calibrated_export
+    assert zoom_weights.main(["--model", str(out), "--holdout", "20", "--limit", "20", "--rows", "200", "--data", str(image_tree)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("20 held-out images")
+    rows = [line for line in printed.splitlines() if line.startswith("| 1")]
+    assert len(rows) == len(zoom_weights.rules()) == 1 + len(zoom_weights.CROPS) * (1 + len(zoom_weights.WEIGHTS))
+    assert "| 1:0.75,0.75:0.25 |" in printed and "| 1,0.75 |" in printed
