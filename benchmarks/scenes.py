@@ -6,7 +6,7 @@ textured or a noisy background, then JPEG-encodes it as a camera would. Accuracy
 scenes against accuracy on the raw 32x32 images says what framing costs, and what
 `cifar-run --zoom` wins back.
 
-    python -m cifar_edge.benchmarks.scenes --model edge --zoom 1 --zoom 1,0.75,0.5 --zoom 1:0.75,0.75:0.25 --limit 500
+    python -m cifar_edge.benchmarks.scenes --model edge --zoom auto --zoom 1 --zoom 1,0.75,0.5 --zoom 1:0.75,0.75:0.25 --limit 500
     python -m cifar_edge.benchmarks.scenes --write samples/scenes --limit 20   # a photo set and a clip per fill
 """
 
@@ -27,6 +27,7 @@ from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, positive_i
 from cifar_edge.runtime.files import atomic_path, writable_dir
 from cifar_edge.runtime.labels import CLASS_NAMES
 from cifar_edge.runtime.preprocess import decode_rgb
+from cifar_edge.runtime.zoom import Zoom
 
 FRAME_SIZE = (640, 480)
 FILLS = (0.5, 0.75, 1.0)
@@ -65,7 +66,10 @@ def scene(rgb: np.ndarray, fill: float, kind: str, rng: np.random.Generator, siz
 
 @dataclass(frozen=True)
 class SceneResult:
+    setting: str
+    """As given to `--zoom` (`auto`, or its fractions and weights)."""
     zoom: tuple[float, ...]
+    """The fractions classified (under `auto`, the model's)."""
     zoom_weights: tuple[float, ...] | None
     """None: the most confident view; else the weighted mean of the views (`ClassifierOptions.zoom_weights`)."""
     raw_accuracy: float
@@ -74,30 +78,40 @@ class SceneResult:
     """(fill, background) -> accuracy on the scenes."""
     ms_per_frame: float
     """Median preprocess + inference + postprocess per scene."""
+    answered: dict[tuple[float, str], float]
+    """(fill, background) -> the share of scenes answered (not `unknown`) at the threshold in use (`min_score` auto)."""
+    answered_accuracy: dict[tuple[float, str], float]
+    """(fill, background) -> the accuracy of the answered scenes (nan when none is answered)."""
 
 
-Zoom = tuple[tuple[float, ...], tuple[float, ...] | None]
-"""(fractions, weights or None), as `cifar-run --zoom` parses them."""
+ZoomSetting = str | tuple[tuple[float, ...], tuple[float, ...] | None]
+"""`auto`, or (fractions, weights or None), as `cifar-run --zoom` parses them."""
 
 
-def evaluate(model: str | None, split: Split, zooms: list[Zoom], seed: int = 0, threads: int | None = 1,
+def evaluate(model: str | None, split: Split, zooms: list[ZoomSetting], seed: int = 0, threads: int | None = 1,
              engine: str = "auto") -> list[SceneResult]:
     """Each zoom setting on every scene of `split` (the same scenes for all), beside the raw images."""
     rng = np.random.default_rng(seed)
     scenes = {(fill, kind): [scene(rgb, fill, kind, rng) for rgb in split.images] for fill in FILLS for kind in BACKGROUNDS}
     results = []
-    for zoom, weights in zooms:
-        classifier = Classifier(model, engine=engine, threads=threads, zoom=zoom, zoom_weights=weights, min_score=0)
+    for setting in zooms:
+        zoom, weights = (setting, None) if setting == "auto" else setting
+        classifier = Classifier(model, engine=engine, threads=threads, zoom=zoom, zoom_weights=weights)
         raw = classifier.engine.predict(split.images).argmax(axis=1)
-        accuracy, times = {}, []
+        accuracy, answered, answered_accuracy, times = {}, {}, {}, []
         for key, frames in scenes.items():
-            labels = []
+            best = []
             for frame in frames:
                 started = time.perf_counter()
-                labels.append(classifier.classify(frame)[0].class_id)
+                best.append(classifier.classify(frame)[0])
                 times.append(time.perf_counter() - started)
-            accuracy[key] = float(np.mean(np.array(labels) == split.labels))
-        results.append(SceneResult(zoom, weights, float(np.mean(raw == split.labels)), accuracy, float(np.median(times) * 1000)))
+            right = np.array([p.class_id for p in best]) == split.labels
+            kept = np.array([classifier.answer([p]).class_id is not None for p in best])
+            accuracy[key], answered[key] = float(right.mean()), float(kept.mean())
+            answered_accuracy[key] = float(right[kept].mean()) if kept.any() else float("nan")
+        label = "auto" if setting == "auto" else classifier.zoom.text
+        results.append(SceneResult(label, classifier.zoom.fractions, classifier.zoom.weights, float(np.mean(raw == split.labels)), accuracy,
+                                   float(np.median(times) * 1000), answered, answered_accuracy))
     return results
 
 
@@ -107,15 +121,22 @@ def markdown(results: list[SceneResult]) -> str:
              "|---|---:|" + "---:|" * len(keys) + "---:|"]
     for r in results:
         cells = " | ".join(f"{r.accuracy[key]:.2%} ({(r.accuracy[key] - r.raw_accuracy) * 100:+.1f})" for key in keys)
-        lines.append(f"| {zoom_text(r.zoom, r.zoom_weights)} | {r.raw_accuracy:.2%} | {cells} | {r.ms_per_frame:.2f} |")
+        lines.append(f"| {_name(r)} | {r.raw_accuracy:.2%} | {cells} | {r.ms_per_frame:.2f} |")
     return "\n".join(lines)
 
 
-def zoom_text(zoom: tuple[float, ...], weights: tuple[float, ...] | None) -> str:
-    """A zoom setting as `--zoom` spells it."""
-    if weights is None:
-        return ",".join(f"{f:g}" for f in zoom)
-    return ",".join(f"{f:g}:{w:g}" for f, w in zip(zoom, weights, strict=True))
+def answered_markdown(results: list[SceneResult]) -> str:
+    """Selective prediction on the scenes: the share answered at the default threshold, and their accuracy."""
+    keys = [(fill, kind) for fill in FILLS for kind in BACKGROUNDS]
+    lines = ["| --zoom | " + " | ".join(f"{fill:.0%} {kind}" for fill, kind in keys) + " |", "|---|" + "---:|" * len(keys)]
+    for r in results:
+        lines.append(f"| {_name(r)} | " + " | ".join(f"{r.answered[key]:.1%} ({r.answered_accuracy[key]:.1%})" for key in keys) + " |")
+    return "\n".join(lines)
+
+
+def _name(result: SceneResult) -> str:
+    resolved = Zoom(result.zoom, result.zoom_weights).text
+    return resolved if result.setting == resolved else f"{result.setting} ({resolved})"
 
 
 def write_scenes(split: Split, out: Path, seed: int = 0) -> list[Path]:
@@ -147,8 +168,8 @@ def write_scenes(split: Split, out: Path, seed: int = 0) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(prog="python -m cifar_edge.benchmarks.scenes", description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="a model file, export folder or packaged name (default: edge)")
-    parser.add_argument("--zoom", type=zoom_setting, action="append", metavar="F[:W][,F[:W]...]",
-                        help="zoom settings to compare, as cifar-run --zoom takes them (repeatable; default: 1)")
+    parser.add_argument("--zoom", type=zoom_setting, action="append", metavar="auto|F[:W][,F[:W]...]",
+                        help="zoom settings to compare, as cifar-run --zoom takes them (repeatable; default: auto)")
     parser.add_argument("--limit", type=positive_int, default=500, help="class-balanced test images (default: 500)")
     parser.add_argument("--engine", default="auto")
     parser.add_argument("--threads", type=positive_int, default=1)
@@ -162,7 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             paths = write_scenes(split, args.write)
             print(f"{len(paths)} files in {args.write}")
             return 0
-        print(markdown(evaluate(args.model, split, args.zoom or [((1.0,), None)], threads=args.threads, engine=args.engine)))
+        results = evaluate(args.model, split, args.zoom or ["auto"], threads=args.threads, engine=args.engine)
+        print(markdown(results))
+        print("\nAnswered (not unknown) at the threshold in use (--min-score auto), and the accuracy of those answered:\n")
+        print(answered_markdown(results))
         return 0
 
     return run_cli("scenes", body)

@@ -23,6 +23,7 @@ from cifar_edge.runtime.integrity import verify_model_file
 from cifar_edge.runtime.labels import CLASS_NAMES, IMAGE_SIZE, INPUT_CONTRACT, NUM_CLASSES, OUTPUT_CONTRACT
 from cifar_edge.runtime.manifest import MANIFEST, file_rows, read_manifest
 from cifar_edge.runtime.preprocess import FITS, as_rgb_uint8, fit_square, zoom_views
+from cifar_edge.runtime.zoom import ONE_VIEW, Zoom
 
 #: Packaged models live beside this file, one folder each with its export manifest.
 PACKAGED_DIR = Path(__file__).parent / "models"
@@ -57,10 +58,11 @@ class ClassifierOptions:
     """Engine threads; None lets the engine choose (usually one per core)."""
     fit: str = "crop"
     """How a non-square image becomes square: centred `crop`, black `pad`, or `stretch`."""
-    zoom: tuple[float, ...] = (1.0,)
+    zoom: tuple[float, ...] | str = "auto"
     """Centred crops tried per image, as fractions of the square's side: each is classified (in one
     batch) and the most confident calibrated answer is kept, for subjects that fill only part of a
-    frame. (1.0,) classifies the whole square once."""
+    frame. (1.0,) classifies the whole square once. `auto`: the setting the model's manifest row
+    carries (its weights and threshold too), else (1.0,)."""
     zoom_weights: tuple[float, ...] | None = None
     """None keeps the most confident view; otherwise one positive weight per `zoom` fraction, and the
     answer is the weighted mean of the views' calibrated probabilities (weights scaled to sum to 1).
@@ -83,12 +85,14 @@ class ClassifierOptions:
             raise CifarEdgeError(f"threads {self.threads}: must be at least 1")
         if self.fit not in FITS:
             raise CifarEdgeError(f"fit {self.fit!r}: choose one of {', '.join(FITS)}")
-        if not self.zoom or not all(isinstance(f, (int, float)) and 0 < f <= 1 for f in self.zoom):
-            raise CifarEdgeError(f"zoom {self.zoom!r}: one or more fractions above 0 and at most 1")
-        if self.zoom_weights is not None and (
-            len(self.zoom_weights) != len(self.zoom) or not all(isinstance(w, (int, float)) and w > 0 for w in self.zoom_weights)
-        ):
-            raise CifarEdgeError(f"zoom_weights {self.zoom_weights!r}: one positive weight per zoom fraction {self.zoom!r}")
+        if self.zoom == "auto":
+            if self.zoom_weights is not None:
+                raise CifarEdgeError("zoom_weights: give them with zoom fractions, not with zoom auto")
+        else:
+            try:
+                Zoom(self.zoom, self.zoom_weights)
+            except ValueError as error:
+                raise CifarEdgeError(str(error)) from None
         if self.min_score != "auto" and not (isinstance(self.min_score, (int, float)) and 0 <= self.min_score <= 1):
             raise CifarEdgeError(f"min_score {self.min_score!r}: auto, or a number from 0 to 1")
 
@@ -108,6 +112,8 @@ class ResolvedModel:
     """From the manifest row; None for files exported before calibration, or without held-out images."""
     sha256: str | None = None
     """The digest the manifest row records, checked before the file is opened; None when unrecorded."""
+    zoom: Zoom | None = None
+    """The zoom setting the manifest row carries (`zoom="auto"` answers with it); None: the whole square once."""
 
 
 def packaged_models() -> dict[str, Path]:
@@ -149,7 +155,7 @@ def _resolve_file(path: Path) -> ResolvedModel:
     names = _checked_names(manifest["class_names"], str(path.parent / MANIFEST)) if row and "class_names" in manifest else None
     return ResolvedModel(path, path.stem, row.get("format") if row else None, names or (), packaged=False,
                          calibration=_checked_calibration(row, path.parent / MANIFEST),
-                         sha256=row.get("sha256") if row else None)
+                         sha256=row.get("sha256") if row else None, zoom=_checked_zoom(row, path.parent / MANIFEST))
 
 
 def _checked_calibration(row: dict | None, where) -> Calibration | None:
@@ -157,6 +163,15 @@ def _checked_calibration(row: dict | None, where) -> Calibration | None:
         return None
     try:
         return Calibration.from_dict(row["calibration"] if isinstance(row["calibration"], dict) else {})
+    except ValueError as error:
+        raise EngineError(f"{where}: {row.get('file')}: {error}") from None
+
+
+def _checked_zoom(row: dict | None, where) -> Zoom | None:
+    if not row or row.get("zoom") is None:
+        return None
+    try:
+        return Zoom.from_dict(row["zoom"])
     except ValueError as error:
         raise EngineError(f"{where}: {row.get('file')}: {error}") from None
 
@@ -181,7 +196,7 @@ def _resolve_folder(name: str, folder: Path, engine: str, device: str, packaged:
             row = min(candidates, key=lambda r: precision_rank.get(r.get("format"), len(precision_rank)))
             names = _checked_names(manifest.get("class_names"), str(folder / MANIFEST))
             return ResolvedModel(folder / row["file"], name, row.get("format"), names, packaged,
-                                 _checked_calibration(row, folder / MANIFEST), row.get("sha256"))
+                                 _checked_calibration(row, folder / MANIFEST), row.get("sha256"), _checked_zoom(row, folder / MANIFEST))
     missing = [r["file"] for r in listed if r not in rows]
     gone = f" (listed but missing: {', '.join(missing)})" if missing else ""
     raise EngineError(f"{folder}: no model file for engine {' or '.join(order)} in its manifest{gone}")
@@ -202,12 +217,12 @@ class Classifier:
         threads: int | None = None,
         fit: str = "crop",
         min_score: float | str = "auto",
-        zoom: tuple[float, ...] = (1.0,),
+        zoom: tuple[float, ...] | str = "auto",
         check_integrity: bool = True,
         zoom_weights: tuple[float, ...] | None = None,
     ):
         self.options = ClassifierOptions(engine=engine, device=device, threads=threads, fit=fit, min_score=min_score,
-                                         zoom=tuple(float(f) for f in zoom), check_integrity=check_integrity,
+                                         zoom=zoom if zoom == "auto" else tuple(float(f) for f in zoom), check_integrity=check_integrity,
                                          zoom_weights=None if zoom_weights is None else tuple(float(w) for w in zoom_weights))
         self.model = resolve_model(model, engine, device)
         if check_integrity:
@@ -215,8 +230,15 @@ class Classifier:
         self.engine: Engine = open_engine(self.model.path, engine, threads, device)
         self.class_names = self.model.class_names or self._names_from_engine()
         self.calibration: Calibration | None = self.model.calibration or self._calibration_from_engine()
+        if zoom == "auto":
+            self.zoom: Zoom = self.model.zoom or ONE_VIEW
+            """The zoom setting in use: the manifest's under `auto`, else the one given."""
+        else:
+            self.zoom = Zoom(self.options.zoom, self.options.zoom_weights)
         if min_score == "auto":
             min_score = self.calibration.min_score if self.calibration else 0.0
+            if self.calibration and self.model.zoom and self.model.zoom.min_score is not None and self.model.zoom.same_views(self.zoom):
+                min_score = self.model.zoom.min_score  # fitted for these views, not for one
         self.min_score = float(min_score)
         """The threshold in use: `answer()` says `unknown` below it."""
 
@@ -248,7 +270,7 @@ class Classifier:
     def preprocess_views(self, image: np.ndarray) -> np.ndarray:
         """The model inputs of one image, one per zoom fraction: uint8 (views, 32, 32, 3)."""
         try:
-            return zoom_views(as_rgb_uint8(image), IMAGE_SIZE, self.options.fit, self.options.zoom)
+            return zoom_views(as_rgb_uint8(image), IMAGE_SIZE, self.options.fit, self.zoom.fractions)
         except ValueError as error:
             raise ImageError(f"image: {error}") from None
 
@@ -257,12 +279,25 @@ class Classifier:
         weighted mean (`zoom_weights`)."""
         if len(probabilities) == 1:
             return self.postprocess(probabilities[0], top_k)
+        return self.postprocess(self._combine_views(probabilities), top_k, calibrated=True)
+
+    def _combine_views(self, probabilities: np.ndarray) -> np.ndarray:
+        """(views, 10) raw probabilities of one image -> its (10,) calibrated answer under the zoom setting."""
         calibrated = self.calibration.apply(probabilities) if self.calibration is not None else probabilities
-        if self.options.zoom_weights is not None:
-            weights = np.asarray(self.options.zoom_weights, np.float32)
-            return self.postprocess(weights @ calibrated / weights.sum(), top_k, calibrated=True)
-        best_view = int(calibrated.max(axis=1).argmax())
-        return self.postprocess(calibrated[best_view], top_k, calibrated=True)
+        if self.zoom.weights is not None:
+            weights = np.asarray(self.zoom.weights, np.float32)
+            return weights @ calibrated / weights.sum()
+        return calibrated[int(calibrated.max(axis=1).argmax())]
+
+    def probabilities(self, images) -> np.ndarray:
+        """(N, 10): the calibrated probabilities `classify` ranks, for a list of images or a uint8 (N, H, W, C) array."""
+        if len(images) == 0:
+            return np.zeros((0, NUM_CLASSES), np.float32)
+        views = len(self.zoom.fractions)
+        rows = self.invoke(np.concatenate([self.preprocess_views(image) for image in images])).reshape(len(images), views, -1)
+        if views == 1:
+            return self.calibration.apply(rows[:, 0]) if self.calibration is not None else rows[:, 0]
+        return np.stack([self._combine_views(row) for row in rows])
 
     def invoke(self, batch: np.ndarray) -> np.ndarray:
         """uint8 (N, 32, 32, 3) -> float32 (N, 10) probabilities; quantization is the engine's business."""
@@ -291,7 +326,7 @@ class Classifier:
         """A list of images (any sizes), or a uint8 (N, H, W, C) array."""
         if len(images) == 0:
             return []
-        views = len(self.options.zoom)
+        views = len(self.zoom.fractions)
         batch = np.concatenate([self.preprocess_views(image) for image in images])
         probabilities = self.invoke(batch).reshape(len(images), views, -1)
         return [self.postprocess_views(rows, top_k) for rows in probabilities]
@@ -314,4 +349,5 @@ class Classifier:
             "model_input_dtype": self.engine.input_dtype.name,
             "calibration": self.calibration.as_dict() if self.calibration else None,
             "min_score": self.min_score,
+            "zoom": self.zoom.text,
         }

@@ -19,6 +19,7 @@ from cifar_edge.runtime.labels import NUM_CLASSES
 from cifar_edge.runtime.preprocess import FITS
 from cifar_edge.runtime.runner import Result, RunStats, annotate, classify_frames
 from cifar_edge.runtime.sources import Camera, FrameSource, ImageFiles, SourceError, VideoFile
+from cifar_edge.runtime.zoom import Zoom
 
 WINDOW = "cifar-run"
 VIDEO_CODECS = {".mp4": "mp4v", ".avi": "MJPG"}
@@ -59,10 +60,11 @@ def build_parser() -> ArgumentParser:
         "(default: auto)",
     )
     parser.add_argument(
-        "--zoom", type=zoom_setting, default=((1.0,), None), metavar="F[:W][,F[:W]...]",
+        "--zoom", type=zoom_setting, default="auto", metavar="auto|F[:W][,F[:W]...]",
         help="also try centred crops of these fractions of the frame's square, keeping the most confident answer, "
         "for subjects that fill only part of the frame; with a weight W on every fraction (e.g. 1:0.75,0.75:0.25), "
-        "answer with the weighted mean of the views instead; each fraction costs one more inference (default: 1, the whole square)",
+        "answer with the weighted mean of the views instead; each fraction costs one more inference; auto: the setting "
+        "the model's manifest carries, with its threshold, else 1, the whole square (default: auto)",
     )
     parser.add_argument(SKIP_FLAG, action="store_true",
                         help="use a model file even though it differs from the sha256 in the manifest beside it (a file you changed on purpose)")
@@ -70,24 +72,16 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def zoom_setting(text: str) -> tuple[tuple[float, ...], tuple[float, ...] | None]:
-    """`--zoom`: comma-separated fractions above 0 and at most 1, each with `:W`, a positive weight, or
-    none with one -> (fractions, weights or None)."""
+def zoom_setting(text: str) -> str | tuple[tuple[float, ...], tuple[float, ...] | None]:
+    """`--zoom`: `auto`, or comma-separated fractions above 0 and at most 1, each with `:W`, a positive
+    weight, or none with one -> (fractions, weights or None)."""
+    if text == "auto":
+        return text
     try:
-        parts = [tuple(float(x) for x in part.split(":")) for part in text.split(",")]
-    except ValueError:
-        parts = []
-    fractions = tuple(part[0] for part in parts if len(part) in (1, 2))
-    weighted = {len(part) == 2 for part in parts}
-    if len(fractions) != len(parts) or not fractions or not all(0 < f <= 1 for f in fractions) or len(weighted) != 1:
-        raise argparse.ArgumentTypeError(
-            f"expected fractions above 0 and at most 1, comma-separated, each with a :weight or none with one, got {text!r}")
-    if weighted == {False}:
-        return fractions, None
-    weights = tuple(part[1] for part in parts)
-    if not all(w > 0 for w in weights):
-        raise argparse.ArgumentTypeError(f"expected positive zoom weights, got {text!r}")
-    return fractions, weights
+        zoom = Zoom.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"auto, or {error}") from None
+    return zoom.fractions, zoom.weights
 
 
 def _min_score(text: str) -> float | str:
@@ -127,8 +121,9 @@ def _main(argv: list[str] | None) -> int:
     if args.show:
         _check_gui()
 
+    zoom, weights = (args.zoom, None) if args.zoom == "auto" else args.zoom
     classifier = Classifier(args.model, engine=args.engine, device=args.device, threads=args.threads, fit=args.fit,
-                            min_score=args.min_score, zoom=args.zoom[0], zoom_weights=args.zoom[1], check_integrity=not args.skip_integrity_check)
+                            min_score=args.min_score, zoom=zoom, zoom_weights=weights, check_integrity=not args.skip_integrity_check)
     if classifier.calibration is None:
         print(f"cifar-run: notice: {classifier.model.path.name} carries no calibration (exported before it, or from a model "
               "trained without --holdout): its scores are raw" + (", and no answer is 'unknown'" if args.min_score == "auto" else ""),

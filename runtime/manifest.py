@@ -56,8 +56,9 @@ def check_manifest(data: object, where: str | Path) -> None:
         for field in STRING_FIELDS:
             if row.get(field) is not None and not isinstance(row[field], str):
                 raise ManifestError(f"{where}: files[{index}].{field} must be a string, found {_json_type(row[field])}")
-        if row.get("calibration") is not None and not isinstance(row["calibration"], dict):
-            raise ManifestError(f"{where}: files[{index}].calibration must be an object or null")
+        for field in ("calibration", "zoom"):
+            if row.get(field) is not None and not isinstance(row[field], dict):
+                raise ManifestError(f"{where}: files[{index}].{field} must be an object or null")
 
 
 def file_rows(manifest: dict | None) -> list[dict]:

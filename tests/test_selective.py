@@ -237,3 +237,69 @@ def test_zoom_weights_tool_scores_every_rule_on_held_out_scenes(calibrated_expor
     rows = [line for line in printed.splitlines() if line.startswith("| 1")]
     assert len(rows) == len(zoom_weights.rules()) == 1 + len(zoom_weights.CROPS) * (1 + len(zoom_weights.WEIGHTS))
     assert "| 1:0.75,0.75:0.25 |" in printed and "| 1,0.75 |" in printed
+
+
+def test_a_zoom_in_the_manifest_is_the_default_and_brings_its_own_threshold(calibrated_export, small_dataset, image_tree, tmp_path, capsys):
+    from cifar_edge.export.exporter import find_holdout
+    from cifar_edge.export.zoom import main as zoom_main
+    from cifar_edge.export.zoom import set_zoom
+    from cifar_edge.runtime.calibration import threshold_for_accuracy
+    from cifar_edge.runtime.zoom import ONE_VIEW, Zoom
+
+    out, manifest = calibrated_export
+    folder = tmp_path / "zoomed"
+    shutil.copytree(out, folder)
+    holdout = find_holdout(manifest["source"], small_dataset)
+    setting = Zoom((1.0, 0.75), (3.0, 1.0))
+    written = set_zoom(folder, setting, holdout)
+    assert set(written) == {row["file"] for row in manifest["files"]}
+    default = Classifier(folder)
+    assert default.zoom.same_views(setting) and default.zoom.images == len(holdout)
+    # The threshold is the one that gives the weighted answers on the held-out images the calibration's accepted accuracy.
+    expected = threshold_for_accuracy(default.probabilities(holdout.images), holdout.labels, default.calibration.target_accuracy)
+    assert default.min_score == pytest.approx(1.0 if expected is None else expected, abs=1e-6) == written[default.model.path.name].min_score
+    frame = small_dataset.test.images[2]
+    assert default.classify(frame, top_k=3) == Classifier(folder, zoom=(1.0, 0.75), zoom_weights=(3.0, 1.0), min_score=0).classify(frame, top_k=3)
+    one = Classifier(folder, zoom=(1.0,))  # another setting: the single-view threshold, as before
+    assert one.zoom == ONE_VIEW and one.min_score == one.calibration.min_score
+    assert Classifier(folder, min_score=0.25).min_score == 0.25
+    assert main(["--model", str(folder), "--info", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["zoom"] == "1:3,0.75:1"
+    # The command line does the same from the run's config.json; --zoom 1 takes the entry out again.
+    assert zoom_main([str(folder), "--zoom", "1,0.5", "--data", str(image_tree)]) == 0
+    assert "zoom 1,0.5, min_score" in capsys.readouterr().out and Classifier(folder).zoom.fractions == (1.0, 0.5)
+    assert zoom_main([str(folder), "--zoom", "1"]) == 0
+    assert all("zoom" not in row for row in json.loads((folder / "manifest.json").read_text())["files"])
+    assert Classifier(folder).zoom == ONE_VIEW
+
+
+@pytest.mark.parametrize("entry, message", [({"fractions": [0], "weights": None}, "fractions above 0"),
+                                            ({"fractions": [1, 0.5], "weights": [1]}, "one positive weight"),
+                                            ({"fractions": [1, 0.5], "weights": None, "min_score": 2}, "min_score"),
+                                            ("1,0.5", "zoom must be an object")])
+def test_a_damaged_zoom_entry_is_one_line_naming_the_manifest(calibrated_export, tmp_path, capsys, entry, message):
+    out, _ = calibrated_export
+    folder = tmp_path / "damaged"
+    shutil.copytree(out, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["files"][0]["zoom"] = entry
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CifarEdgeError, match=message):
+        Classifier(folder / manifest["files"][0]["file"])
+    assert main(["--model", str(folder / manifest["files"][0]["file"]), "--info"]) != 0
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "manifest.json" in error and "Traceback" not in error
+
+
+def test_zoom_settings_parse_and_refuse_as_the_command_line_spells_them():
+    from cifar_edge.runtime.cli import zoom_setting
+    from cifar_edge.runtime.zoom import Zoom
+
+    assert zoom_setting("auto") == "auto"
+    assert Zoom.parse("1:0.75,0.75:0.25").text == "1:0.75,0.75:0.25" and Zoom.parse("1,0.5").weights is None
+    assert Zoom.from_dict(Zoom.parse("1:3,0.5:1").as_dict()) == Zoom((1.0, 0.5), (3.0, 1.0))
+    for bad in ("", "auto,1", "1:0.5,0.5", "1.5", "1:-1", "1:1:1"):
+        with pytest.raises(ValueError):
+            Zoom.parse(bad)
+    with pytest.raises(CifarEdgeError, match="not with zoom auto"):
+        Classifier(zoom="auto", zoom_weights=(1.0,))
