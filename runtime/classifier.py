@@ -324,12 +324,7 @@ class Classifier:
 
     def classify_batch(self, images, top_k: int = 1) -> list[list[Prediction]]:
         """A list of images (any sizes), or a uint8 (N, H, W, C) array."""
-        if len(images) == 0:
-            return []
-        views = len(self.zoom.fractions)
-        batch = np.concatenate([self.preprocess_views(image) for image in images])
-        probabilities = self.invoke(batch).reshape(len(images), views, -1)
-        return [self.postprocess_views(rows, top_k) for rows in probabilities]
+        return [self.postprocess(row, top_k, calibrated=True) for row in self.probabilities(images)]
 
     def info(self) -> dict:
         """What `cifar-run --info` prints: the resolved file, its engine and contract."""
