@@ -8,8 +8,9 @@ RUN=$OUT
 step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
 [ -f "$RUN/model.keras" ] || { echo "$RUN/model.keras: the run has not ended"; exit 1; }
 [ -d "$RUN/export" ] || step .venv/bin/cifar-export "$RUN/model.keras" --int8 --out "$RUN/export" --data "$DATA"
-[ -f "$FT/model.keras" ] || step .venv/bin/cifar-train --model resnet8-w20 --init-from "$RUN/model.keras" --holdout 5000 --zoom-out 0.5 \
-  --teacher "$TEACHER" --distill-shift-step 0 --epochs 10 --learning-rate 0.03 --mixed-precision bfloat16 --out "$FT" --data "$DATA"
+mkdir -p "$FT" && [ -f "$FT/teacher_cache.npz" ] || cp "$OUT/teacher_cache.npz" "$FT/"  # same teacher, images and views
+[ -f "$FT/model.keras" ] || step .venv/bin/cifar-train --model resnet8-w20 --init-from "$RUN/model.keras" --holdout 5000 --zoom-out 0.3 \
+  --teacher "$TEACHER" --distill-shift-step 0 --epochs 10 --learning-rate 0.01 --mixed-precision bfloat16 --out "$FT" --data "$DATA"
 [ -d "$FT/export" ] || step .venv/bin/cifar-export "$FT/model.keras" --int8 --out "$FT/export" --data "$DATA"
 rm -rf runs/packaged-edge && cp -r runtime/models/edge runs/packaged-edge
 step .venv/bin/cifar-bench "$RUN/export" "$FT/export" runs/packaged-edge --out runs/bench-edge-$EPOCHS --threads 1 --engines litert onnxruntime --data "$DATA"
@@ -17,4 +18,5 @@ for M in "$RUN" "$FT"; do
   step .venv/bin/python -m cifar_edge.benchmarks.scenes --model "$M/export/resnet8-w20.tflite-int8.tflite" --limit 500 --zoom 1 --threads 1 --data "$DATA" > "$M/scenes.txt"
   step .venv/bin/python -m cifar_edge.benchmarks.ood --model "$M/export/resnet8-w20.tflite-int8.tflite" --limit 1000 --per-kind 100 --data "$DATA" > "$M/ood.txt"
 done
+step runs/scenes2000.sh "$RUN/export" "$FT/export"
 echo "== $(date -u +%T) done"

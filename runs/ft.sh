@@ -1,6 +1,6 @@
 #!/bin/bash
 # A zoom-out fine-tune of the long run ($OUT of runs/settings.sh): runs/ft.sh ZOOM LR [FT_EPOCHS] (e.g. 0.3 0.01), into $OUT-zoomZZ-ftEE-lrLL.
-# after-run.sh's lr 0.03 / zoom 0.5 met the scene goal but cost 1.5 points int8 (2026-12-04, BENCHMARKS.md).
+# On the 200-epoch run, lr 0.03 / zoom 0.5 met the scene goal but cost 1.5 points int8; 0.3 / 0.01 was released (2026-12-04, BENCHMARKS.md).
 # The long run's teacher cache (same teacher, images and views) is copied in and reused.
 cd "$(dirname "$0")/.." || exit 1
 set -e
