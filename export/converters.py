@@ -192,16 +192,32 @@ def quantize_onnx(source: Path, target: Path, calibration: Split, method) -> Non
 
 
 def add_onnx_metadata(path: Path, calibration: Calibration | None = None) -> None:
-    import onnx
-
-    model = onnx.load(str(path))
+    """Write the contract, the class names and the calibration into the ONNX file's metadata_props."""
     entries = {"class_names": json.dumps(list(CLASS_NAMES)), "input": json.dumps(INPUT_CONTRACT), "output": json.dumps(OUTPUT_CONTRACT)}
     if calibration is not None:
         entries["calibration"] = json.dumps(calibration.as_dict())
+    _write_onnx_metadata(path, path, lambda _: entries)
+
+
+def update_onnx_metadata(source: Path, target: Path, changes: dict[str, str | None]) -> None:
+    """Write a copy of the ONNX file `source` to `target` with some metadata_props entries set (None removes one)."""
+
+    def changed(entries: dict[str, str]) -> dict[str, str]:
+        entries = {**entries, **changes}
+        return {key: value for key, value in entries.items() if value is not None}
+
+    _write_onnx_metadata(source, target, changed)
+
+
+def _write_onnx_metadata(source: Path, target: Path, entries_from) -> None:
+    import onnx
+
+    model = onnx.load(str(source))
+    entries = entries_from({p.key: p.value for p in model.metadata_props})
     del model.metadata_props[:]
     for key, value in entries.items():
         model.metadata_props.add(key=key, value=value)
-    onnx.save(model, str(path))
+    onnx.save(model, str(target))
 
 
 @contextlib.contextmanager

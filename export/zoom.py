@@ -6,22 +6,27 @@ Every file row of the folder's manifest gets a `zoom` entry, which `cifar-run --
 default) answers with. A mean of two views scores lower than one view, so the single-view
 `unknown` threshold would refuse more answers than it must; each row's threshold is refitted
 under the setting, on the held-out training images of the run (`--run`, the folder of its
-config.json), to the same accepted accuracy as the file's calibration. Choose the setting on
-held-out images first (`tools/zoom_weights.py`), never on the test split. `--zoom 1` removes it.
+config.json), to the same accepted accuracy as the file's calibration. ONNX files carry the entry
+in their metadata_props too, as they carry their calibration, so a lone `.onnx` answers the same
+way. Choose the setting on held-out images first (`tools/zoom_weights.py`), never on the test
+split. `--zoom 1` removes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from cifar_edge.export.converters import update_onnx_metadata
 from cifar_edge.export.exporter import find_holdout
 from cifar_edge.runtime.calibration import threshold_for_accuracy
 from cifar_edge.runtime.classifier import Classifier
 from cifar_edge.runtime.data import Split, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, CifarEdgeError, run_cli
-from cifar_edge.runtime.files import write_json
+from cifar_edge.runtime.files import atomic_path, sha256_file, write_json
+from cifar_edge.runtime.formats import FORMATS
 from cifar_edge.runtime.manifest import MANIFEST, file_rows, read_manifest
 from cifar_edge.runtime.zoom import ONE_VIEW, Zoom
 
@@ -50,12 +55,19 @@ def set_zoom(folder: Path, zoom: Zoom, holdout: Split | None) -> dict[str, Zoom 
     written: dict[str, Zoom | None] = {}
     for row in rows:  # every file is fitted before the manifest is touched: a failure leaves it as it was
         written[row["file"]] = None if zoom.same_views(ONE_VIEW) else fit_zoom(folder / row["file"], zoom, holdout)
+    embeds = {f.name for f in FORMATS if f.embeds_metadata}
     for row in rows:
         fitted = written[row["file"]]
         if fitted is None:
             row.pop("zoom", None)
         else:
             row["zoom"] = fitted.as_dict()
+        if row.get("format") in embeds:
+            path = folder / row["file"]
+            with atomic_path(path) as temporary:
+                update_onnx_metadata(path, temporary, {"zoom": None if fitted is None else json.dumps(fitted.as_dict())})
+            # The file changed, so its recorded digest and size follow it (the integrity check reads them).
+            row["sha256"], row["size_bytes"] = sha256_file(path), path.stat().st_size
     write_json(folder / MANIFEST, manifest)
     return written
 

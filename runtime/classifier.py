@@ -229,27 +229,32 @@ class Classifier:
             verify_model_file(self.model.path, self.model.sha256)  # before any byte of it is parsed
         self.engine: Engine = open_engine(self.model.path, engine, threads, device)
         self.class_names = self.model.class_names or self._names_from_engine()
-        self.calibration: Calibration | None = self.model.calibration or self._calibration_from_engine()
+        # The manifest row's entries, else those the file carries itself (ONNX metadata_props).
+        self.calibration: Calibration | None = self.model.calibration or self._from_metadata("calibration", Calibration.from_dict)
+        carried: Zoom | None = self.model.zoom or self._from_metadata("zoom", Zoom.from_dict)
         if zoom == "auto":
-            self.zoom: Zoom = self.model.zoom or ONE_VIEW
-            """The zoom setting in use: the manifest's under `auto`, else the one given."""
+            self.zoom: Zoom = carried or ONE_VIEW
+            """The zoom setting in use: the model's own under `auto`, else the one given."""
         else:
             self.zoom = Zoom(self.options.zoom, self.options.zoom_weights)
+        # Built once, not per frame: the weighted mean's weights, scaled to sum to 1.
+        self._view_weights = None if self.zoom.weights is None else np.asarray(self.zoom.weights, np.float32) / np.float32(sum(self.zoom.weights))
         if min_score == "auto":
             min_score = self.calibration.min_score if self.calibration else 0.0
-            if self.calibration and self.model.zoom and self.model.zoom.min_score is not None and self.model.zoom.same_views(self.zoom):
-                min_score = self.model.zoom.min_score  # fitted for these views, not for one
+            if self.calibration and carried and carried.min_score is not None and carried.same_views(self.zoom):
+                min_score = carried.min_score  # fitted for these views, not for one
         self.min_score = float(min_score)
         """The threshold in use: `answer()` says `unknown` below it."""
 
-    def _calibration_from_engine(self) -> Calibration | None:
-        text = getattr(self.engine, "metadata", {}).get("calibration")
+    def _from_metadata(self, key: str, parse):
+        """`parse` of the JSON entry `key` of the file's own metadata; None when it has none."""
+        text = getattr(self.engine, "metadata", {}).get(key)
         if text is None:
             return None
         try:
-            return Calibration.from_dict(json.loads(text))
-        except (json.JSONDecodeError, ValueError, AttributeError) as error:
-            raise EngineError(f"{self.model.path}: calibration metadata is unreadable ({error})") from None
+            return parse(json.loads(text))
+        except (json.JSONDecodeError, ValueError, AttributeError, TypeError) as error:
+            raise EngineError(f"{self.model.path}: {key} metadata is unreadable ({error})") from None
 
     def _names_from_engine(self) -> tuple[str, ...]:
         metadata = getattr(self.engine, "metadata", {})
@@ -284,9 +289,8 @@ class Classifier:
     def _combine_views(self, probabilities: np.ndarray) -> np.ndarray:
         """(views, 10) raw probabilities of one image -> its (10,) calibrated answer under the zoom setting."""
         calibrated = self.calibration.apply(probabilities) if self.calibration is not None else probabilities
-        if self.zoom.weights is not None:
-            weights = np.asarray(self.zoom.weights, np.float32)
-            return weights @ calibrated / weights.sum()
+        if self._view_weights is not None:
+            return self._view_weights @ calibrated
         return calibrated[int(calibrated.max(axis=1).argmax())]
 
     def probabilities(self, images) -> np.ndarray:

@@ -265,12 +265,28 @@ def test_a_zoom_in_the_manifest_is_the_default_and_brings_its_own_threshold(cali
     assert Classifier(folder, min_score=0.25).min_score == 0.25
     assert main(["--model", str(folder), "--info", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["zoom"] == "1:3,0.75:1"
+    # The ONNX file carries the entry in its metadata_props (its recorded digest follows the rewrite),
+    # so the file alone, without its manifest, answers with the same views and threshold.
+    onnx_row = next(r for r in json.loads((folder / "manifest.json").read_text())["files"] if r["format"] == "onnx-fp32")
+    beside = Classifier(folder / onnx_row["file"])  # integrity checked against the rewritten row
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(folder / onnx_row["file"], alone)
+    lone = Classifier(alone / onnx_row["file"])
+    assert lone.model.zoom is None and lone.zoom == beside.zoom == Zoom.from_dict(onnx_row["zoom"])
+    assert lone.min_score == beside.min_score == onnx_row["zoom"]["min_score"]
+    assert lone.classify(frame, top_k=3) == beside.classify(frame, top_k=3)
     # The command line does the same from the run's config.json; --zoom 1 takes the entry out again.
     assert zoom_main([str(folder), "--zoom", "1,0.5", "--data", str(image_tree)]) == 0
     assert "zoom 1,0.5, min_score" in capsys.readouterr().out and Classifier(folder).zoom.fractions == (1.0, 0.5)
     assert zoom_main([str(folder), "--zoom", "1"]) == 0
     assert all("zoom" not in row for row in json.loads((folder / "manifest.json").read_text())["files"])
     assert Classifier(folder).zoom == ONE_VIEW
+    import onnx
+
+    metadata = {p.key: p.value for p in onnx.load(str(folder / onnx_row["file"])).metadata_props}
+    assert "zoom" not in metadata and json.loads(metadata["calibration"]) == onnx_row["calibration"]
+    assert Classifier(folder / onnx_row["file"]).zoom == ONE_VIEW
 
 
 @pytest.mark.parametrize("entry, message", [({"fractions": [0], "weights": None}, "fractions above 0"),
@@ -289,6 +305,17 @@ def test_a_damaged_zoom_entry_is_one_line_naming_the_manifest(calibrated_export,
     assert main(["--model", str(folder / manifest["files"][0]["file"]), "--info"]) != 0
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "manifest.json" in error and "Traceback" not in error
+
+
+@pytest.mark.parametrize("key, value", [("zoom", '"1,0.5"'), ("zoom", '{"fractions": [2], "weights": null}'), ("calibration", "{oops")])
+def test_damaged_onnx_metadata_is_one_line_naming_the_file(calibrated_export, tmp_path, key, value):
+    from cifar_edge.export.converters import update_onnx_metadata
+
+    out, manifest = calibrated_export
+    row = next(r for r in manifest["files"] if r["format"] == "onnx-fp32")
+    update_onnx_metadata(out / row["file"], tmp_path / row["file"], {key: value})  # alone: no manifest row to prefer
+    with pytest.raises(CifarEdgeError, match=f"{row['file']}: {key} metadata is unreadable"):
+        Classifier(tmp_path / row["file"])
 
 
 def test_zoom_settings_parse_and_refuse_as_the_command_line_spells_them():
