@@ -3,7 +3,8 @@
 cd "$(dirname "$0")/.." || exit 1
 . runs/settings.sh
 if [ -f "$OUT/checkpoint/state.json" ]; then
-  .venv/bin/cifar-train --out "$OUT" --resume --data "$DATA" >> "$OUT.log" 2>&1
+  # PRECISION=off on a CPU without native bfloat16 (cifar-train says so when it starts): emulated, it is 4x slower.
+  .venv/bin/cifar-train --out "$OUT" --resume --data "$DATA" ${PRECISION:+--mixed-precision "$PRECISION"} >> "$OUT.log" 2>&1
 else
   .venv/bin/cifar-train --model resnet8-w20 --epochs "$EPOCHS" --holdout 5000 --mixed-precision bfloat16 \
     --teacher "$TEACHER" --distill-shift-step 0 --out "$OUT" --data "$DATA" >> "$OUT.log" 2>&1

@@ -21,6 +21,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str] | None:
+    """The feature flags of the first CPU in /proc/cpuinfo (or `cpuinfo`): x86's "flags", Arm's "Features";
+    None where the system lists none (macOS, Windows)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return None
+    for line in cpuinfo.splitlines():
+        if line.split(":")[0].strip() in ("flags", "Features"):
+            return frozenset(line.split(":", 1)[1].split())
+    return None
+
+
 def usable_cpus() -> int:
     """The CPUs this process may run on (its affinity mask where the OS has one, e.g. under taskset or a container)."""
     if hasattr(os, "sched_getaffinity"):

@@ -239,3 +239,17 @@ def test_settings_that_do_nothing_on_this_device_are_said_before_the_run():
     assert device_notices("on", "none", gpu) == device_notices("auto", "mirrored", two) == []
     assert device_notices("auto", "mirrored", gpu) == ["--distribute mirrored with 1 GPU here: one replica, no speed-up"]
     assert device_notices("auto", "mirrored", cpu) == ["--distribute mirrored with no GPU here: one replica, no speed-up"]
+
+
+def test_bfloat16_on_a_cpu_that_emulates_it_is_said_before_the_run():
+    from cifar_edge.runtime.machine import cpu_flags
+    from cifar_edge.train.device import device_notices, native_bfloat16
+
+    epyc = "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    xeon = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\nflags\t\t: avx2 avx512f avx512_bf16 amx_bf16\n"
+    pi5 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes crc32 asimddp\n\nModel\t\t: Raspberry Pi 5 Model B\n"
+    assert [native_bfloat16(cpu_flags(text)) for text in (epyc, xeon, pi5, "processor\t: 0\n")] == [False, True, False, None]
+    emulated, native, unknown = ({"accelerators": [], "cpu": "AMD EPYC", "native_bfloat16": flag} for flag in (False, True, None))
+    assert "AMD EPYC" in device_notices("bfloat16", "none", emulated)[0] and "emulated" in device_notices("bfloat16", "none", emulated)[0]
+    assert device_notices("bfloat16", "none", native) == device_notices("bfloat16", "none", unknown) == []
+    assert device_notices("off", "none", emulated) == device_notices("bfloat16", "none", {**emulated, "accelerators": ["H200"]}) == []

@@ -214,6 +214,29 @@ def test_cli_resume_uses_the_saved_settings(small_dataset, image_tree, tmp_path,
     assert (out / "model.keras").is_file()
 
 
+def test_resume_may_change_the_precision_and_records_the_switch(small_dataset, image_tree, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    _interrupted_run(small_dataset, out, monkeypatch, epochs=3, mixed_precision="bfloat16")
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["precision_history"] == [{"from_epoch": 1, "policy": "mixed_bfloat16"}]
+    # An older checkpoint without the record: the policy its layers were saved with stands in.
+    del state["precision_history"]
+    (out / "checkpoint" / "state.json").write_text(json.dumps(state))
+    monkeypatch.setattr(trainer._RunRecorder, "on_epoch_end", _interrupt_after(trainer._RunRecorder.on_epoch_end))
+    # Epoch 2 in float32, then killed again.
+    assert main(["--resume", "--out", str(out), "--mixed-precision", "off", "--data", str(image_tree)]) == 130
+    monkeypatch.undo()
+    state = json.loads((out / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["settings"]["mixed_precision"] == "off"
+    model = keras.models.load_model(checkpoint_files(out, state) / "model.keras")
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    assert main(["--resume", "--out", str(out), "--epochs", "5", "--data", str(image_tree)]) == 2
+    assert "only --mixed-precision may change" in capsys.readouterr().err
+    assert main(["--resume", "--out", str(out), "--data", str(image_tree)]) == 0  # goes on in float32, not switched again
+    history = [{"from_epoch": 1, "policy": "mixed_bfloat16"}, {"from_epoch": 2, "policy": "float32"}]
+    assert json.loads((out / "metrics.json").read_text())["precision_history"] == history
+
+
 def test_resume_refuses_other_data_and_defaults_to_its_own(small_dataset, image_tree, official_tarball, tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     _interrupted_run(small_dataset, out, monkeypatch)

@@ -90,7 +90,8 @@ def build_parser() -> ArgumentParser:
                         f"holds a {MODEL_FILE} is refused)")
     parser.add_argument(
         "--mixed-precision", choices=PRECISIONS,
-        help="on: float16 compute, for GPUs; bfloat16: for CPUs with AVX512-BF16 or AMX; auto = on with a GPU (default: auto)",
+        help="on: float16 compute, for GPUs; bfloat16: for CPUs with AVX512-BF16 or AMX; auto = on with a GPU (default: auto); "
+        "with --resume, the rest of the run computes in it",
     )
     parser.add_argument("--distribute", choices=("none", "mirrored"), help="mirrored: data-parallel over all local GPUs (default: none)")
     parser.add_argument("--teacher", type=_existing_file, metavar="PATH",
@@ -195,15 +196,26 @@ def _run(args) -> int:
     return 0
 
 
+#: The flags --resume may change: how the rest of the run computes, not what it learns. A run
+#: started in bfloat16 on a CPU that has it must go on when the next machine emulates it (4.4x
+#: slower: BENCHMARKS.md, "bfloat16 on a CPU that emulates it"); the switch is recorded (`precision_history`).
+RESUME_OVERRIDES = ("mixed_precision",)
+
+
 def _resume_settings(args, state: dict):
     settings = TrainSettings(**state["settings"])
     for flag in RUN_FLAGS:
         given = getattr(args, flag)
-        if given is not None and given != getattr(settings, flag):
-            raise CifarEdgeError(
-                f"--{flag.replace('_', '-')} {given} differs from the run being resumed "
-                f"({getattr(settings, flag)}); --resume repeats the saved settings"
-            )
+        if given is None or given == getattr(settings, flag):
+            continue
+        if flag in RESUME_OVERRIDES:
+            settings = dataclasses.replace(settings, **{flag: given})
+            continue
+        raise CifarEdgeError(
+            f"--{flag.replace('_', '-')} {given} differs from the run being resumed "
+            f"({getattr(settings, flag)}); --resume repeats the saved settings"
+            f" (only {', '.join('--' + f.replace('_', '-') for f in RESUME_OVERRIDES)} may change)"
+        )
     return settings
 
 

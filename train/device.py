@@ -10,7 +10,7 @@ import sys
 import keras
 import numpy as np
 
-from cifar_edge.runtime.machine import cpu_model
+from cifar_edge.runtime.machine import cpu_flags, cpu_model
 from cifar_edge.train.settings import TrainError
 
 
@@ -24,12 +24,26 @@ def precision_policy(mixed_precision: str, device: dict) -> str:
     return "float32"
 
 
+#: CPU flags of native bfloat16 arithmetic: x86 AVX512-BF16 and AMX-BF16, Arm's BF16 extension.
+BFLOAT16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def native_bfloat16(flags: frozenset[str] | None) -> bool | None:
+    """Whether a CPU with these flags computes bfloat16 natively; None when its flags are unknown."""
+    return None if flags is None else bool(flags & BFLOAT16_FLAGS)
+
+
 def device_notices(mixed_precision: str, distribute: str, device: dict) -> list[str]:
     """What a setting will not do on this device, said before the run rather than found out after it."""
     notices = []
     if mixed_precision == "on" and not device["accelerators"]:
         notices.append("--mixed-precision on computes in float16, which CPUs emulate, several times slower than float32, and "
                        "no GPU is visible here; use bfloat16 on a CPU with AVX512-BF16 or AMX, or auto")
+    if mixed_precision == "bfloat16" and not device["accelerators"] and device.get("native_bfloat16") is False:
+        # resnet8-w20 on a 2-vCPU AMD EPYC without AVX-512: 26 images/s against 115 in float32, side by side
+        # (2026-12-07, BENCHMARKS.md, "bfloat16 on a CPU that emulates it").
+        notices.append(f"--mixed-precision bfloat16: this CPU ({device['cpu']}) has no native bfloat16 (AVX512-BF16, AMX or Arm BF16), "
+                       "so it is emulated, several times slower than float32; use off or auto here")
     if distribute == "mirrored" and len(device["accelerators"]) < 2:
         notices.append(f"--distribute mirrored with {len(device['accelerators']) or 'no'} GPU here: one replica, no speed-up")
     return notices
@@ -81,7 +95,8 @@ def describe_device() -> dict:
         import jax
 
         accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
-    return {"backend": backend, "accelerators": accelerators, "cpu": cpu_model(), "cpu_count": os.cpu_count()}
+    return {"backend": backend, "accelerators": accelerators, "cpu": cpu_model(), "cpu_count": os.cpu_count(),
+            "native_bfloat16": native_bfloat16(cpu_flags())}
 
 
 def library_versions() -> dict:

@@ -96,8 +96,8 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
             grid = ViewGrid.for_recipe(recipe.shift_pixels, settings.distill_shift_step, recipe.flip)
             teacher, teacher_info = prepare_teacher(out, settings.teacher, grid, train_split, test_split, resume=state is not None)
     with global_policy(policy):
-        model, history, earlier_seconds = _fit(settings, recipe, train_split, test_split, out, state, started, verbose,
-                                               dataset.source, teacher, initial, init_from)
+        model, history, earlier_seconds, precision_history = _fit(settings, recipe, train_split, test_split, out, state, started,
+                                                                  verbose, dataset.source, teacher, initial, init_from, policy)
     # The delivered model is rebuilt uncompiled (clone_model would keep the compile
     # config), so it carries no optimizer and loads with plain Keras anywhere. It is built
     # outside the mixed policy: the weights are float32 under every policy, and a float32
@@ -122,6 +122,7 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
     metrics.update(
         wall_time_seconds=round(earlier_seconds + time.perf_counter() - started, 2),
         precision_policy=policy,
+        precision_history=precision_history,
         device=device,
         data_source=dataset.source,
     )
@@ -145,9 +146,10 @@ def train(settings: TrainSettings, dataset: Cifar10, out_dir: str | os.PathLike,
 
 
 def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split: Split, out: Path, state: dict | None,
-         started: float, verbose, data_source: str, teacher: TeacherCache | None, initial: list | None, init_from: dict | None):
-    """Build (or restore) and fit the model (a new one from `initial` weights when given); return it,
-    the epoch history and earlier seconds."""
+         started: float, verbose, data_source: str, teacher: TeacherCache | None, initial: list | None, init_from: dict | None,
+         policy: str):
+    """Build (or restore) and fit the model (a new one from `initial` weights when given) under the dtype
+    `policy`; return it, the epoch history, earlier seconds and the precision history."""
     spec = get_spec(settings.model)
     checkpoint = out / CHECKPOINT_DIR
     batches = TrainingBatches(
@@ -173,6 +175,18 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
             if lookahead:
                 lookahead.load(files)
             log.info("resuming %s at epoch %d of %d", out, first_epoch + 1, settings.epochs)
+            # Runs checkpointed before precision_history was recorded: the policy their layers were saved with.
+            saved = next(layer.dtype_policy.name for layer in model.layers if layer.weights)
+            precision_history = state.get("precision_history") or [{"from_epoch": 1, "policy": saved}]
+            if saved != policy:
+                # The checkpoint's layers keep the policy they were saved with. The weights and the optimizer's
+                # state are float32 under every policy, so only the compute changes; layers given a dtype of
+                # their own (the float32 softmax) keep it.
+                for layer in [model, *model.layers]:
+                    if layer.dtype_policy.name == saved:
+                        layer.dtype_policy = policy
+                log.info("from epoch %d the run computes in %s (%s before)", first_epoch + 1, policy, saved)
+                precision_history = [*precision_history, {"from_epoch": first_epoch + 1, "policy": policy}]
         else:
             model = create_model(settings.model)
             if initial is not None:
@@ -181,8 +195,9 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
                 spec.prepare(model, train_split.images)
             _compile(model, recipe, steps_per_epoch=len(batches), frozen=spec.frozen, distill=settings if teacher else None)
             first_epoch, history, earlier_seconds = 0, [], 0.0
+            precision_history = [{"from_epoch": 1, "policy": policy}]
         recorder = _RunRecorder(checkpoint, settings, history, started, earlier_seconds, data_source, init_from,
-                                extras=[lookahead] if lookahead else [])
+                                extras=[lookahead] if lookahead else [], precision_history=precision_history)
         # Lookahead first: the recorder's checkpoint and test figures see the weights it sets.
         callbacks: list = ([lookahead] if lookahead else []) + [recorder]
         # Keras writes TensorBoard logs through tf.summary, whatever the backend.
@@ -205,7 +220,7 @@ def _fit(settings: TrainSettings, recipe: Recipe, train_split: Split, test_split
             # Killed after the last checkpoint: fit() would have swapped the averaged
             # weights in at its end, so do that here.
             model.optimizer.finalize_variable_values(model.trainable_weights)
-    return model, recorder.history, earlier_seconds
+    return model, recorder.history, earlier_seconds, precision_history
 
 
 def read_initial_weights(path: str, model) -> tuple[list, dict]:
@@ -269,8 +284,9 @@ class _RunRecorder(keras.callbacks.Callback):
     """Times each epoch, keeps the history, and checkpoints after every epoch."""
 
     def __init__(self, checkpoint: Path, settings: TrainSettings, history: list[dict], started: float, earlier_seconds: float,
-                 data_source: str, init_from: dict | None = None, extras=()):
+                 data_source: str, init_from: dict | None = None, extras=(), precision_history: list[dict] | None = None):
         super().__init__()
+        self.precision_history = precision_history  # [{from_epoch, policy}, ...]: a --resume may change the compute
         self.checkpoint, self.settings, self.history, self.data_source = checkpoint, settings, list(history), data_source
         self.init_from = init_from  # the record of the file a fine-tune started from, kept for --resume
         self.extras = list(extras)  # objects with save(folder), checkpointed with the model
@@ -318,6 +334,7 @@ class _RunRecorder(keras.callbacks.Callback):
             "wall_seconds": self.earlier_seconds + time.perf_counter() - self.started,
             "data_source": self.data_source,
             "init_from": self.init_from,
+            "precision_history": self.precision_history,
         })
         # Only now are the older files unneeded: earlier epochs' folders, and the files of a
         # checkpoint written before per-epoch folders (model.keras and extras beside state.json).
