@@ -68,10 +68,8 @@ def scene(rgb: np.ndarray, fill: float, kind: str, rng: np.random.Generator, siz
 class SceneResult:
     setting: str
     """As given to `--zoom` (`auto`, or its fractions and weights)."""
-    zoom: tuple[float, ...]
-    """The fractions classified (under `auto`, the model's)."""
-    zoom_weights: tuple[float, ...] | None
-    """None: the most confident view; else the weighted mean of the views (`ClassifierOptions.zoom_weights`)."""
+    zoom: Zoom
+    """The setting used (under `auto`, the model's)."""
     raw_accuracy: float
     """On the 32x32 images themselves, one view."""
     accuracy: dict[tuple[float, str], float]
@@ -84,8 +82,8 @@ class SceneResult:
     """(fill, background) -> the accuracy of the answered scenes (nan when none is answered)."""
 
 
-ZoomSetting = str | tuple[tuple[float, ...], tuple[float, ...] | None]
-"""`auto`, or (fractions, weights or None), as `cifar-run --zoom` parses them."""
+ZoomSetting = Zoom | str
+"""`auto`, or a `Zoom`, as `cifar-run --zoom` parses them."""
 
 
 def evaluate(model: str | None, split: Split, zooms: list[ZoomSetting], seed: int = 0, threads: int | None = 1,
@@ -95,8 +93,7 @@ def evaluate(model: str | None, split: Split, zooms: list[ZoomSetting], seed: in
     scenes = {(fill, kind): [scene(rgb, fill, kind, rng) for rgb in split.images] for fill in FILLS for kind in BACKGROUNDS}
     results = []
     for setting in zooms:
-        zoom, weights = (setting, None) if setting == "auto" else setting
-        classifier = Classifier(model, engine=engine, threads=threads, zoom=zoom, zoom_weights=weights)
+        classifier = Classifier(model, engine=engine, threads=threads, zoom=setting)
         raw = classifier.engine.predict(split.images).argmax(axis=1)
         accuracy, answered, answered_accuracy, times = {}, {}, {}, []
         for key, frames in scenes.items():
@@ -110,7 +107,7 @@ def evaluate(model: str | None, split: Split, zooms: list[ZoomSetting], seed: in
             accuracy[key], answered[key] = float(right.mean()), float(kept.mean())
             answered_accuracy[key] = float(right[kept].mean()) if kept.any() else float("nan")
         label = "auto" if setting == "auto" else classifier.zoom.text
-        results.append(SceneResult(label, classifier.zoom.fractions, classifier.zoom.weights, float(np.mean(raw == split.labels)), accuracy,
+        results.append(SceneResult(label, classifier.zoom, float(np.mean(raw == split.labels)), accuracy,
                                    float(np.median(times) * 1000), answered, answered_accuracy))
     return results
 
@@ -135,7 +132,7 @@ def answered_markdown(results: list[SceneResult]) -> str:
 
 
 def _name(result: SceneResult) -> str:
-    resolved = Zoom(result.zoom, result.zoom_weights).text
+    resolved = result.zoom.text
     return resolved if result.setting == resolved else f"{result.setting} ({resolved})"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,16 +59,15 @@ class ClassifierOptions:
     """Engine threads; None lets the engine choose (usually one per core)."""
     fit: str = "crop"
     """How a non-square image becomes square: centred `crop`, black `pad`, or `stretch`."""
-    zoom: tuple[float, ...] | str = "auto"
-    """Centred crops tried per image, as fractions of the square's side: each is classified (in one
-    batch) and the most confident calibrated answer is kept, for subjects that fill only part of a
-    frame. (1.0,) classifies the whole square once. `auto`: the setting the model's manifest row
-    carries (its weights and threshold too), else (1.0,)."""
-    zoom_weights: tuple[float, ...] | None = None
-    """None keeps the most confident view; otherwise one positive weight per `zoom` fraction, and the
-    answer is the weighted mean of the views' calibrated probabilities (weights scaled to sum to 1).
-    A mean leans on the whole view where the subject fills the frame, where the most confident crop
-    would often be a confidently wrong part of it (BENCHMARKS.md, "Zoom: the weighted mean of two views")."""
+    zoom: Zoom | str = "auto"
+    """Which centred crops of each image are classified (in one batch), as fractions of the square's
+    side, and how their answers become one, for subjects that fill only part of a frame: a `Zoom`,
+    or as `cifar-run --zoom` spells it (`1,0.75` keeps the most confident calibrated view;
+    `1:0.75,0.75:0.25` answers with the views' weighted mean, which leans on the whole view where
+    the subject fills the frame: BENCHMARKS.md, "Zoom: the weighted mean of two views"); a sequence
+    of fractions is read as the former. `1` classifies the whole square once. `auto`: the setting
+    the model's manifest row (or its ONNX metadata) carries, with its threshold, else `1`.
+    Stored as `auto` or a `Zoom`."""
     check_integrity: bool = True
     """Hash the model file and refuse it (`IntegrityError`) when it differs from the sha256 recorded in the
     manifest beside it, as a damaged or half-replaced file does; False for a file changed on purpose."""
@@ -85,16 +85,24 @@ class ClassifierOptions:
             raise CifarEdgeError(f"threads {self.threads}: must be at least 1")
         if self.fit not in FITS:
             raise CifarEdgeError(f"fit {self.fit!r}: choose one of {', '.join(FITS)}")
-        if self.zoom == "auto":
-            if self.zoom_weights is not None:
-                raise CifarEdgeError("zoom_weights: give them with zoom fractions, not with zoom auto")
-        else:
-            try:
-                Zoom(self.zoom, self.zoom_weights)
-            except ValueError as error:
-                raise CifarEdgeError(str(error)) from None
+        if self.zoom != "auto":
+            object.__setattr__(self, "zoom", _zoom_setting(self.zoom))
         if self.min_score != "auto" and not (isinstance(self.min_score, (int, float)) and 0 <= self.min_score <= 1):
             raise CifarEdgeError(f"min_score {self.min_score!r}: auto, or a number from 0 to 1")
+
+
+def _zoom_setting(zoom: object) -> Zoom:
+    """`ClassifierOptions.zoom`, other than `auto`, as a `Zoom` (CifarEdgeError when it is none)."""
+    if isinstance(zoom, Zoom):
+        return zoom
+    try:
+        if isinstance(zoom, str):
+            return Zoom.parse(zoom)
+        if isinstance(zoom, (tuple, list)):
+            return Zoom(tuple(float(f) if isinstance(f, (int, float)) and not isinstance(f, bool) else f for f in zoom))
+    except ValueError as error:
+        raise CifarEdgeError(f"zoom: {error}") from None
+    raise CifarEdgeError(f"zoom {zoom!r}: auto, a Zoom, fractions, or as --zoom spells it (e.g. 1:0.75,0.75:0.25)")
 
 
 @dataclass(frozen=True)
@@ -217,13 +225,11 @@ class Classifier:
         threads: int | None = None,
         fit: str = "crop",
         min_score: float | str = "auto",
-        zoom: tuple[float, ...] | str = "auto",
+        zoom: Zoom | str | Sequence[float] = "auto",
         check_integrity: bool = True,
-        zoom_weights: tuple[float, ...] | None = None,
     ):
         self.options = ClassifierOptions(engine=engine, device=device, threads=threads, fit=fit, min_score=min_score,
-                                         zoom=zoom if zoom == "auto" else tuple(float(f) for f in zoom), check_integrity=check_integrity,
-                                         zoom_weights=None if zoom_weights is None else tuple(float(w) for w in zoom_weights))
+                                         zoom=zoom, check_integrity=check_integrity)
         self.model = resolve_model(model, engine, device)
         if check_integrity:
             verify_model_file(self.model.path, self.model.sha256)  # before any byte of it is parsed
@@ -232,11 +238,8 @@ class Classifier:
         # The manifest row's entries, else those the file carries itself (ONNX metadata_props).
         self.calibration: Calibration | None = self.model.calibration or self._from_metadata("calibration", Calibration.from_dict)
         carried: Zoom | None = self.model.zoom or self._from_metadata("zoom", Zoom.from_dict)
-        if zoom == "auto":
-            self.zoom: Zoom = carried or ONE_VIEW
-            """The zoom setting in use: the model's own under `auto`, else the one given."""
-        else:
-            self.zoom = Zoom(self.options.zoom, self.options.zoom_weights)
+        self.zoom: Zoom = (carried or ONE_VIEW) if self.options.zoom == "auto" else self.options.zoom
+        """The zoom setting in use: the model's own under `auto`, else the one given."""
         # Built once, not per frame: the weighted mean's weights, scaled to sum to 1.
         self._view_weights = None if self.zoom.weights is None else np.asarray(self.zoom.weights, np.float32) / np.float32(sum(self.zoom.weights))
         if min_score == "auto":
@@ -281,7 +284,7 @@ class Classifier:
 
     def postprocess_views(self, probabilities: np.ndarray, top_k: int = 1) -> list[Prediction]:
         """`postprocess` of the view (zoom) whose calibrated top score is highest, or of the views'
-        weighted mean (`zoom_weights`)."""
+        weighted mean (a `zoom` with weights)."""
         if len(probabilities) == 1:
             return self.postprocess(probabilities[0], top_k)
         return self.postprocess(self._combine_views(probabilities), top_k, calibrated=True)

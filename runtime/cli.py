@@ -72,16 +72,15 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def zoom_setting(text: str) -> str | tuple[tuple[float, ...], tuple[float, ...] | None]:
+def zoom_setting(text: str) -> Zoom | str:
     """`--zoom`: `auto`, or comma-separated fractions above 0 and at most 1, each with `:W`, a positive
-    weight, or none with one -> (fractions, weights or None)."""
+    weight, or none with one."""
     if text == "auto":
         return text
     try:
-        zoom = Zoom.parse(text)
+        return Zoom.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(f"auto, or {error}") from None
-    return zoom.fractions, zoom.weights
 
 
 def _min_score(text: str) -> float | str:
@@ -121,9 +120,8 @@ def _main(argv: list[str] | None) -> int:
     if args.show:
         _check_gui()
 
-    zoom, weights = (args.zoom, None) if args.zoom == "auto" else args.zoom
     classifier = Classifier(args.model, engine=args.engine, device=args.device, threads=args.threads, fit=args.fit,
-                            min_score=args.min_score, zoom=zoom, zoom_weights=weights, check_integrity=not args.skip_integrity_check)
+                            min_score=args.min_score, zoom=args.zoom, check_integrity=not args.skip_integrity_check)
     if classifier.calibration is None:
         print(f"cifar-run: notice: {classifier.model.path.name} carries no calibration (exported before it, or from a model "
               "trained without --holdout): its scores are raw" + (", and no answer is 'unknown'" if args.min_score == "auto" else ""),

@@ -1,6 +1,6 @@
 """Zoom settings: which centred crops of a frame are classified, and how their answers become one.
 
-`cifar-run --zoom`, `ClassifierOptions.zoom`/`zoom_weights` and the `zoom` entry of a manifest
+`cifar-run --zoom`, `ClassifierOptions.zoom` and the `zoom` entry of a manifest
 row all mean the same thing, and are checked here, once. A manifest row may carry the setting
 its file answers with by default (`--zoom auto`), with the `unknown` threshold fitted for it:
 the weighted mean of two views scores lower than either view alone, so the single-view

@@ -86,6 +86,8 @@ def test_calibration_cost_compares_the_file_with_and_without_its_calibration(tin
     assert calibrated.classify(image)[0].score != raw.score, "the calibrated side rescales the scores"
     result = calibration_cost(calibrated, plain, image, calls=200, rounds=4)
     assert result["calls_each"] == 200 and result["plain_ms"] > 0 and result["calibrated_ms"] > 0
+    weighted = Classifier(export_file(tiny_export, "tflite-int8"), threads=1, zoom="1:3,0.75:1")
+    assert without_calibration(weighted).zoom == weighted.zoom, "the plain side classifies the same views, weights included"
 
 
 def test_video_fps_side_by_side_alternates_passes_and_reads_the_whole_clip(tiny_export, small_dataset, tmp_path, monkeypatch):

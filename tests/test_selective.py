@@ -10,8 +10,10 @@ import pytest
 
 from cifar_edge.runtime import Classifier
 from cifar_edge.runtime.calibration import Calibration
+from cifar_edge.runtime.classifier import ClassifierOptions
 from cifar_edge.runtime.cli import main
 from cifar_edge.runtime.errors import CifarEdgeError
+from cifar_edge.runtime.zoom import Zoom
 
 pytest.importorskip("tensorflow")
 
@@ -149,9 +151,9 @@ def test_zoom_keeps_the_most_confident_view_and_scenes_measure_it(tiny_export, s
     probabilities = zoomed.invoke(views)
     best = zoomed.classify(frame)[0]
     assert best.score == pytest.approx(float(probabilities.max()), rel=1e-5)
-    settings = [((1.0,), None), ((1.0, 0.5), None), ((1.0, 0.5), (3.0, 1.0))]
+    settings = [Zoom((1.0,)), Zoom((1.0, 0.5)), Zoom((1.0, 0.5), (3.0, 1.0))]
     results = scenes.evaluate(str(out), small_dataset.test.balanced_subset(20, 0), settings)
-    assert [(r.zoom, r.zoom_weights) for r in results] == settings
+    assert [r.zoom for r in results] == settings
     assert set(results[0].accuracy) == {(f, k) for f in scenes.FILLS for k in scenes.BACKGROUNDS}
     table = scenes.markdown(results)
     assert "| 1,0.5 |" in table and "| 1:3,0.5:1 |" in table
@@ -164,10 +166,13 @@ def test_weighted_zoom_answers_with_the_weighted_mean_of_the_calibrated_views(ca
     from cifar_edge.benchmarks import scenes
     from cifar_edge.runtime.cli import zoom_setting
 
-    assert zoom_setting("1,0.75") == ((1.0, 0.75), None)
-    assert zoom_setting("1:0.75,0.75:0.25") == ((1.0, 0.75), (0.75, 0.25))
+    assert zoom_setting("1,0.75") == Zoom((1.0, 0.75))
+    assert zoom_setting("1:0.75,0.75:0.25") == Zoom((1.0, 0.75), (0.75, 0.25))
     out, _ = calibrated_export
-    weighted = Classifier(out, zoom=(1.0, 0.75), zoom_weights=(3.0, 1.0), min_score=0)
+    weighted = Classifier(out, zoom="1:3,0.75:1", min_score=0)
+    # One setting, however it is spelled: the --zoom text, a Zoom, or (without weights) its fractions.
+    assert weighted.zoom == Classifier(out, zoom=Zoom((1.0, 0.75), (3.0, 1.0))).zoom == Zoom((1.0, 0.75), (3.0, 1.0))
+    assert Classifier(out, zoom=[1, 0.75]).zoom == Zoom((1.0, 0.75)) == Classifier(out, zoom="1,0.75").zoom
     assert weighted.calibration is not None
     frame = scenes.scene(small_dataset.test.images[1], 0.75, "noise", np.random.default_rng(0))
     calibrated = weighted.calibration.apply(weighted.invoke(weighted.preprocess_views(frame)))
@@ -177,7 +182,10 @@ def test_weighted_zoom_answers_with_the_weighted_mean_of_the_calibrated_views(ca
     assert [p.score for p in top] == pytest.approx(list(np.sort(expected)[::-1][:3]), rel=1e-5)
     assert weighted.classify_batch([frame, frame], top_k=3)[1] == top
     with pytest.raises(CifarEdgeError, match="one positive weight per zoom fraction"):
-        Classifier(out, zoom=(1.0, 0.75), zoom_weights=(1.0,))
+        ClassifierOptions(zoom="1:1,0.75:0")
+    for bad in ("1:3,0.75", (1.0, "a"), (1.5,), 0.75):
+        with pytest.raises(CifarEdgeError, match="zoom"):
+            Classifier(out, zoom=bad)
 
 
 def test_bench_rows_report_calibration_error_and_coverage(calibrated_export, small_dataset):
@@ -244,7 +252,7 @@ def test_a_zoom_in_the_manifest_is_the_default_and_brings_its_own_threshold(cali
     from cifar_edge.export.zoom import main as zoom_main
     from cifar_edge.export.zoom import set_zoom
     from cifar_edge.runtime.calibration import threshold_for_accuracy
-    from cifar_edge.runtime.zoom import ONE_VIEW, Zoom
+    from cifar_edge.runtime.zoom import ONE_VIEW
 
     out, manifest = calibrated_export
     folder = tmp_path / "zoomed"
@@ -259,7 +267,7 @@ def test_a_zoom_in_the_manifest_is_the_default_and_brings_its_own_threshold(cali
     expected = threshold_for_accuracy(default.probabilities(holdout.images), holdout.labels, default.calibration.target_accuracy)
     assert default.min_score == pytest.approx(1.0 if expected is None else expected, abs=1e-6) == written[default.model.path.name].min_score
     frame = small_dataset.test.images[2]
-    assert default.classify(frame, top_k=3) == Classifier(folder, zoom=(1.0, 0.75), zoom_weights=(3.0, 1.0), min_score=0).classify(frame, top_k=3)
+    assert default.classify(frame, top_k=3) == Classifier(folder, zoom="1:3,0.75:1", min_score=0).classify(frame, top_k=3)
     one = Classifier(folder, zoom=(1.0,))  # another setting: the single-view threshold, as before
     assert one.zoom == ONE_VIEW and one.min_score == one.calibration.min_score
     assert Classifier(folder, min_score=0.25).min_score == 0.25
@@ -320,7 +328,6 @@ def test_damaged_onnx_metadata_is_one_line_naming_the_file(calibrated_export, tm
 
 def test_zoom_settings_parse_and_refuse_as_the_command_line_spells_them():
     from cifar_edge.runtime.cli import zoom_setting
-    from cifar_edge.runtime.zoom import Zoom
 
     assert zoom_setting("auto") == "auto"
     assert Zoom.parse("1:0.75,0.75:0.25").text == "1:0.75,0.75:0.25" and Zoom.parse("1,0.5").weights is None
@@ -328,5 +335,4 @@ def test_zoom_settings_parse_and_refuse_as_the_command_line_spells_them():
     for bad in ("", "auto,1", "1:0.5,0.5", "1.5", "1:-1", "1:1:1"):
         with pytest.raises(ValueError):
             Zoom.parse(bad)
-    with pytest.raises(CifarEdgeError, match="not with zoom auto"):
-        Classifier(zoom="auto", zoom_weights=(1.0,))
+    assert ClassifierOptions(zoom="auto").zoom == "auto" and ClassifierOptions(zoom="1:3,0.5:1").zoom == Zoom((1.0, 0.5), (3.0, 1.0))
