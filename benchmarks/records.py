@@ -108,10 +108,23 @@ class Row:
 
 def model_names(results_list: list[dict]) -> list[list[str]]:
     """Each row's model name, per run. Where one run measured the same model, format and engine from two
-    folders (a new export beside the packaged one), those rows also name their file's folder, so they can be told apart."""
+    folders (a new export beside the packaged one), those rows also name their file's folder, with as few
+    of its last path parts as tell it from the others (`run-a/export`, `run-b/export`, `packaged-edge`)."""
     names = []
     for results in results_list:
         keys = [(row.get("model"), row["format"], row["engine"]) for row in results["rows"]]
-        names.append([(row.get("model") or "") + (f" ({Path(row['file']).parent.name})" if keys.count(key) > 1 else "")
-                      for row, key in zip(results["rows"], keys)])
+        folders = [Path(row["file"]).parent.parts for row in results["rows"]]
+        labels = []
+        for row, key, folder in zip(results["rows"], keys, folders):
+            others = [f for f, k in zip(folders, keys) if k == key and f is not folder]
+            labels.append((row.get("model") or "") + (f" ({_shortest_distinct(folder, others)})" if others else ""))
+        names.append(labels)
     return names
+
+
+def _shortest_distinct(folder: tuple[str, ...], others: list[tuple[str, ...]]) -> str:
+    """The fewest last parts of `folder` that none of `others` ends with (all of it where none do)."""
+    for depth in range(1, len(folder) + 1):
+        if all(other[-depth:] != folder[-depth:] for other in others):
+            return "/".join(folder[-depth:])
+    return "/".join(folder) or "."

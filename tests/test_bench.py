@@ -206,6 +206,11 @@ def test_one_model_from_two_folders_in_one_run_names_each_folder(bench_run):
     lines = markdown_table([{**results, "rows": rows}]).splitlines()
     assert lines[0].startswith("| Model | Format |")
     assert [line.split("|")[1].strip() for line in lines[2:]] == [f"{row['model']} (export)", f"{row['model']} (accurate)"]
+    # Two exports named alike: as many path parts as tell them apart, for those rows only.
+    folders = ["runs/a-400/export", "runs/a-400-ft/export", "runs/packaged-edge"]
+    rows = [{**row, "file": f"{folder}/{Path(row['file']).name}"} for folder in folders]
+    lines = markdown_table([{**results, "rows": rows}]).splitlines()
+    assert [line.split("|")[1].strip() for line in lines[2:]] == [f"{row['model']} ({f.removeprefix('runs/')})" for f in folders]
 
 
 def test_report_of_something_else_is_one_line(tmp_path, capsys):
