@@ -115,8 +115,8 @@ def model_names(results_list: list[dict]) -> list[list[str]]:
         keys = [(row.get("model"), row["format"], row["engine"]) for row in results["rows"]]
         folders = [Path(row["file"]).parent.parts for row in results["rows"]]
         labels = []
-        for row, key, folder in zip(results["rows"], keys, folders):
-            others = [f for f, k in zip(folders, keys) if k == key and f is not folder]
+        for i, (row, key, folder) in enumerate(zip(results["rows"], keys, folders)):
+            others = [f for j, (f, k) in enumerate(zip(folders, keys)) if k == key and j != i]
             labels.append((row.get("model") or "") + (f" ({_shortest_distinct(folder, others)})" if others else ""))
         names.append(labels)
     return names

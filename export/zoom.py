@@ -34,7 +34,7 @@ from cifar_edge.runtime.zoom import ONE_VIEW, Zoom
 def fit_zoom(path: Path, zoom: Zoom, holdout: Split | None) -> Zoom:
     """`zoom` with the threshold that makes the answers of the file at `path` under it as often right,
     on `holdout`, as its calibration promises; without calibration or held-out images, no threshold."""
-    classifier = Classifier(path, zoom=Zoom(zoom.fractions, zoom.weights), min_score=0)
+    classifier = Classifier(path, zoom=zoom, min_score=0)
     if classifier.calibration is None or holdout is None:
         return Zoom(zoom.fractions, zoom.weights)
     threshold = threshold_for_accuracy(classifier.probabilities(holdout.images), holdout.labels, classifier.calibration.target_accuracy)

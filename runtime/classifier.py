@@ -99,7 +99,7 @@ def _zoom_setting(zoom: object) -> Zoom:
         if isinstance(zoom, str):
             return Zoom.parse(zoom)
         if isinstance(zoom, (tuple, list)):
-            return Zoom(tuple(float(f) if isinstance(f, (int, float)) and not isinstance(f, bool) else f for f in zoom))
+            return Zoom(tuple(zoom))  # Zoom checks each fraction
     except ValueError as error:
         raise CifarEdgeError(f"zoom: {error}") from None
     raise CifarEdgeError(f"zoom {zoom!r}: auto, a Zoom, fractions, or as --zoom spells it (e.g. 1:0.75,0.75:0.25)")
