@@ -152,9 +152,18 @@ def test_zoom_keeps_the_most_confident_view_and_scenes_measure_it(tiny_export, s
     best = zoomed.classify(frame)[0]
     assert best.score == pytest.approx(float(probabilities.max()), rel=1e-5)
     settings = [Zoom((1.0,)), Zoom((1.0, 0.5)), Zoom((1.0, 0.5), (3.0, 1.0))]
-    results = scenes.evaluate(str(out), small_dataset.test.balanced_subset(20, 0), settings)
+    split = small_dataset.test.balanced_subset(20, 0)
+    results = scenes.evaluate(str(out), split, settings)
     assert [r.zoom for r in results] == settings
     assert set(results[0].accuracy) == {(f, k) for f in scenes.FILLS for k in scenes.BACKGROUNDS}
+    # Every setting sees the same scenes: those one generator makes, fill by fill, background by background.
+    rng = np.random.default_rng(0)
+    for fill in scenes.FILLS:
+        for kind in scenes.BACKGROUNDS:
+            frames = [scenes.scene(rgb, fill, kind, rng) for rgb in split.images]
+            for setting, result in zip(settings, results, strict=True):
+                answers = [p[0].class_id for p in Classifier(out, zoom=setting).classify_batch(frames)]
+                assert result.accuracy[fill, kind] == pytest.approx(np.mean(np.array(answers) == split.labels))
     table = scenes.markdown(results)
     assert "| 1,0.5 |" in table and "| 1:3,0.5:1 |" in table
     for bad in ("0,1", "1:0.75,0.75", "1:0,0.5:1", "1:a"):
@@ -245,6 +254,16 @@ def test_zoom_weights_tool_scores_every_rule_on_held_out_scenes(calibrated_expor
     rows = [line for line in printed.splitlines() if line.startswith("| 1")]
     assert len(rows) == len(zoom_weights.rules()) == 1 + len(zoom_weights.CROPS) * (1 + len(zoom_weights.WEIGHTS))
     assert "| 1:0.75,0.75:0.25 |" in printed and "| 1,0.75 |" in printed
+    # Three views and the alternatives, on made-up probabilities (N, 1 + len(CROPS), 10).
+    wide = zoom_weights.rules(3, alternatives=True)
+    probabilities = np.random.default_rng(0).dirichlet(np.ones(10), (50, 1 + len(zoom_weights.CROPS)))
+    a, b = zoom_weights.CROPS.index(0.85) + 1, zoom_weights.CROPS.index(0.7) + 1
+    expected = (0.5 * probabilities[:, 0] + 0.3 * probabilities[:, a] + 0.2 * probabilities[:, b]).argmax(1)
+    assert np.array_equal(wide["1:0.5,0.85:0.3,0.7:0.2"](probabilities), expected)
+    assert "1:0.2,0.85:0.4,0.7:0.4" not in wide  # the whole view keeps at least 0.3
+    margin = wide["(crop 0.85 if it beats the whole view by 0.1)"](probabilities)
+    crop_wins = probabilities[:, a].max(1) > probabilities[:, 0].max(1) + 0.1
+    assert np.array_equal(margin, np.where(crop_wins, probabilities[:, a].argmax(1), probabilities[:, 0].argmax(1)))
 
 
 def test_a_zoom_in_the_manifest_is_the_default_and_brings_its_own_threshold(calibrated_export, small_dataset, image_tree, tmp_path, capsys):
