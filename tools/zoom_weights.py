@@ -57,8 +57,7 @@ def rules(views: int = 2, alternatives: bool = False) -> dict[str, callable]:
             for wa, wb in itertools.product(steps, steps):
                 whole = round(1 - wa - wb, 2)
                 if whole >= 0.3:
-                    found[f"1:{whole:g},{a:g}:{wa:g},{b:g}:{wb:g}"] = (
-                        lambda p, v=(0, i, j), w=np.array([whole, wa, wb], np.float32): np.tensordot(p[:, v], w, axes=([1], [0])).argmax(1))
+                    found[f"1:{whole:g},{a:g}:{wa:g},{b:g}:{wb:g}"] = _weighted((0, i, j), (whole, wa, wb))
     if alternatives:
         for index, crop in enumerate(CROPS, start=1):
             for margin in np.round(np.arange(0.05, 0.5, 0.05), 2):
@@ -71,6 +70,12 @@ def rules(views: int = 2, alternatives: bool = False) -> dict[str, callable]:
                     found[f"(top-score^{power} weighted 1:{w:g},{crop:g}:{1 - w:g})"] = lambda p, i=index, w=w, k=power: (
                         (w * p[:, 0].max(1, keepdims=True) ** k) * p[:, 0] + ((1 - w) * p[:, i].max(1, keepdims=True) ** k) * p[:, i]).argmax(1)
     return found
+
+
+def _weighted(views: tuple[int, ...], weights: tuple[float, ...]) -> callable:
+    """The rule answering with the weighted mean of the given views (indices into the second axis)."""
+    w = np.asarray(weights, np.float32)
+    return lambda p: np.tensordot(p[:, list(views)], w, axes=([1], [0])).argmax(1)
 
 
 def table(raw: np.ndarray, views: dict, labels: np.ndarray, found: dict[str, callable]) -> list[tuple[str, dict]]:
