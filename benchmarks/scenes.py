@@ -107,15 +107,16 @@ def evaluate(model: str | None, split: Split, zooms: list[ZoomSetting], seed: in
                 times[c].append(time.perf_counter() - started)
                 right[c, k, i] = best.class_id == label
                 kept[c, k, i] = classifier.answer([best]).class_id is not None
+    # One model under every setting: the raw images get the same answers whatever the zoom, so they are classified once.
+    raw_accuracy = float(np.mean(classifiers[0].engine.predict(split.images).argmax(axis=1) == split.labels)) if classifiers else float("nan")
     results = []
     for c, (setting, classifier) in enumerate(zip(zooms, classifiers, strict=True)):
-        raw = classifier.engine.predict(split.images).argmax(axis=1)
         accuracy = {key: float(right[c, k].mean()) for k, key in enumerate(keys)}
         answered = {key: float(kept[c, k].mean()) for k, key in enumerate(keys)}
         answered_accuracy = {key: float(right[c, k][kept[c, k]].mean()) if kept[c, k].any() else float("nan")
                              for k, key in enumerate(keys)}
         label = "auto" if setting == "auto" else classifier.zoom.text
-        results.append(SceneResult(label, classifier.zoom, float(np.mean(raw == split.labels)), accuracy,
+        results.append(SceneResult(label, classifier.zoom, raw_accuracy, accuracy,
                                    float(np.median(times[c]) * 1000), answered, answered_accuracy))
     return results
 
