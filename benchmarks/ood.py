@@ -10,6 +10,10 @@ test split. Two operating points per score:
 `--photos DIR` adds real photos that show none of the classes as one more kind (`photos`),
 read and resized exactly as `cifar-run` reads files.
 
+`--zoom` classifies every image, test images included, as `cifar-run --zoom` does: `1` (the default
+here, as every table before 2026-12-07 was measured) is the whole square once; `auto`, `cifar-run`'s
+default, answers with the setting the model's manifest carries and its threshold fitted for it.
+
 Scores, both from the file's (calibrated) probabilities, so the contract is kept:
 - `max`: the top probability;
 - `margin`: top minus second probability, which separates "two close classes" from "sure".
@@ -28,9 +32,11 @@ import cv2
 import numpy as np
 
 from cifar_edge.runtime.classifier import Classifier
+from cifar_edge.runtime.cli import zoom_setting
 from cifar_edge.runtime.data import ENV_VAR, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import ArgumentParser, positive_int, run_cli
 from cifar_edge.runtime.sources import expand_inputs, read_image_file
+from cifar_edge.runtime.zoom import Zoom
 
 KINDS = ("noise", "flat", "gradient", "checkerboard", "stripes", "text")
 SIDE = 128
@@ -78,23 +84,22 @@ def scores(probabilities: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def evaluate(model: str | None, test_images: np.ndarray, per_kind: int, coverage: float = 0.8, seed: int = 0,
-             threads: int | None = 1, photos: list[np.ndarray] | None = None) -> dict:
+             threads: int | None = 1, photos: list[np.ndarray] | None = None, zoom: Zoom | str = "1") -> dict:
     """Rejection rates per kind at the model's threshold and at the `coverage` threshold of the test images.
 
-    `photos`: RGB images of any size that show none of the classes, reported as the kind `photos`."""
-    classifier = Classifier(model, threads=threads, min_score=0)
-
-    def calibrated(images):
-        probabilities = classifier.engine.predict(np.stack([classifier.preprocess(image) for image in images]))
-        return classifier.calibration.apply(probabilities) if classifier.calibration else probabilities
+    `photos`: RGB images of any size that show none of the classes, reported as the kind `photos`.
+    `zoom`: as `cifar-run --zoom` (and the `Classifier`) takes it; the model's threshold is the one
+    `--min-score auto` uses under it."""
+    classifier = Classifier(model, threads=threads, zoom=zoom)
+    calibrated = classifier.probabilities  # the calibrated answers `classify` ranks, under the zoom setting
 
     rng = np.random.default_rng(seed)
     inside = scores(calibrated(test_images))
     outside = {kind: scores(calibrated(generate(kind, per_kind, rng))) for kind in KINDS}
     if photos:
         outside["photos"] = scores(calibrated(photos))
-    own = classifier.calibration.min_score if classifier.calibration else None
-    report = {"model": classifier.model.name, "calibrated": classifier.calibration is not None, "test_images": len(test_images),
+    own = classifier.min_score if classifier.calibration else None
+    report = {"model": classifier.model.name, "zoom": classifier.zoom.text, "calibrated": classifier.calibration is not None, "test_images": len(test_images),
               "per_kind": per_kind, "photos": len(photos or []), "kinds": list(outside), "coverage_target": coverage, "operating_points": {}}
     for score in ("max", "margin"):
         thresholds = {"at the model's threshold": own if score == "max" else None,
@@ -113,7 +118,7 @@ def evaluate(model: str | None, test_images: np.ndarray, per_kind: int, coverage
 def markdown(report: dict) -> str:
     """One row per operating point; `all` averages the kinds, each kind weighing the same."""
     kinds = report["kinds"]
-    lines = [f"| {report['model']} | threshold | test coverage | " + " | ".join(kinds) + " | all |",
+    lines = [f"| {report['model']} (--zoom {report['zoom']}) | threshold | test coverage | " + " | ".join(kinds) + " | all |",
              "|---|---:|---:|" + "---:|" * (len(kinds) + 1)]
     for name, point in report["operating_points"].items():
         rejected = [point["rejected"][kind] for kind in kinds]
@@ -129,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-kind", type=positive_int, default=100, help="generated images of each kind (default: 100)")
     parser.add_argument("--data", help=f"CIFAR-10 source (default: ${ENV_VAR})")
     parser.add_argument("--photos", metavar="DIR", help="a folder of real photos that show none of the ten classes")
+    parser.add_argument("--zoom", type=zoom_setting, default="1", metavar="auto|F[:W][,F[:W]...]",
+                        help="views per image, as cifar-run --zoom takes them (default: 1, the whole square once; auto: cifar-run's default)")
     args = parser.parse_args(argv)
 
     def body() -> int:
@@ -140,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ValueError(problems[0])
             photos = [read_image_file(path) for path in found]
         test = load_cifar10(resolve_source(args.data)).test.balanced_subset(args.limit, 0)
-        report = evaluate(args.model, test.images, args.per_kind, photos=photos)
+        report = evaluate(args.model, test.images, args.per_kind, photos=photos, zoom=args.zoom)
         if not report["calibrated"]:
             print(f"{report['model']}: no calibration in its manifest: scores are raw, and there is no threshold of its own")
         print(markdown(report))

@@ -21,5 +21,6 @@ step .venv/bin/python tests/golden_outputs.py
 step .venv/bin/python -m cifar_edge.benchmarks.scenes --model edge --limit 2000 --threads 1 --zoom auto --zoom 1 --data "$DATA" > "$RUN/release/scenes2000.txt"
 step .venv/bin/python -m cifar_edge.benchmarks.per_class edge --data "$DATA" --image docs/img/edge-confusion.png > "$RUN/release/per_class.txt"
 step .venv/bin/python -m cifar_edge.benchmarks.ood --model "$FILE" --limit 1000 --per-kind 100 ${PHOTOS:+--photos "$PHOTOS"} --data "$DATA" > "$RUN/release/ood.txt"
+step .venv/bin/python -m cifar_edge.benchmarks.ood --model "$FILE" --zoom auto --limit 1000 --per-kind 100 ${PHOTOS:+--photos "$PHOTOS"} --data "$DATA" > "$RUN/release/ood-zoom-auto.txt"
 step .venv/bin/python -m cifar_edge.benchmarks.runtime_speed --model "$FILE" --images 1000 --data "$DATA" > "$RUN/release/runtime_speed.txt"
 echo "== $(date -u +%T) done: zoom $ZOOM" >&2

@@ -242,6 +242,29 @@ def test_ood_kinds_are_distinct_images_and_the_report_has_both_operating_points(
     assert ood.markdown(with_photos).splitlines()[0].endswith("| photos | all |")
 
 
+def test_ood_under_a_zoom_setting_uses_its_views_and_its_threshold(calibrated_export, small_dataset, tmp_path, capsys):
+    from cifar_edge.benchmarks import ood
+    from cifar_edge.export.exporter import find_holdout
+    from cifar_edge.export.zoom import set_zoom
+
+    out, manifest = calibrated_export
+    folder = tmp_path / "zoomed"
+    shutil.copytree(out, folder)
+    set_zoom(folder, Zoom((1.0, 0.75), (3.0, 1.0)), find_holdout(manifest["source"], small_dataset))
+    test = small_dataset.test.images
+    default = Classifier(folder)  # cifar-run's default path: the manifest's views and their own threshold
+    zoomed = ood.evaluate(str(folder), test, per_kind=3, zoom="auto")
+    point = zoomed["operating_points"]["max at the model's threshold"]
+    assert zoomed["zoom"] == "1:3,0.75:1" and point["threshold"] == round(default.min_score, 4)
+    assert point["test_coverage"] == pytest.approx(np.mean(default.probabilities(test).max(1) >= default.min_score))
+    one = ood.evaluate(str(folder), test, per_kind=3)  # the default here: one view, the calibration's threshold
+    assert one["zoom"] == "1" and one["operating_points"]["max at the model's threshold"]["threshold"] == round(default.calibration.min_score, 4)
+    assert ood.markdown(zoomed).startswith(f"| {zoomed['model']} (--zoom 1:3,0.75:1) |")
+    with pytest.raises(SystemExit):
+        ood.main(["--model", str(folder), "--zoom", "1:2,0"])
+    assert "--zoom" in capsys.readouterr().err
+
+
 def test_zoom_weights_tool_scores_every_rule_on_held_out_scenes(calibrated_export, image_tree, capsys):
     import importlib.util
     from pathlib import Path
