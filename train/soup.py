@@ -4,7 +4,7 @@ A fine-tune that starts from a run (`cifar-train --init-from`) stays in the run'
 straight line between the two weight sets is a family of working models: `alpha` 0 is the run,
 1 the fine-tune. On the zoom-out fine-tune of the 400-epoch `edge` run, alpha 0.9 kept most of the
 fine-tune's scene gain and won back part of the raw accuracy it cost (held-out figures in
-BENCHMARKS.md, "Interpolating the zoom-out fine-tune"; `tools/soup_sweep.py` prints them).
+BENCHMARKS.md, "Release: the interpolated `edge`"; `tools/soup_sweep.py` prints them).
 
 Every weight is interpolated, BatchNorm's moving statistics included: the two runs share their
 first 400 epochs, and the held-out accuracy shows the averaged statistics fit the averaged weights.
