@@ -4,7 +4,7 @@ For each alpha, interpolates the two models, writes its `tflite-int8` file (the 
 writer, 500 calibration images), and scores on the run's held-out images (never the test split):
 the Keras and int8 accuracy on all of them, and the scenes of `python -m cifar_edge.benchmarks.scenes`
 on a class-balanced subset, with `--zoom 1` and with a two-view zoom (default: the packaged
-`edge`'s 1:0.75,0.75:0.25). The int8 file's temperature is fitted on the held-out images, as
+`edge`'s until 2026-12-07, 1:0.75,0.75:0.25). The int8 file's temperature is fitted on the held-out images, as
 `cifar-export` fits it. Scene figures are points against the same subset's raw images.
 
     python tools/soup_sweep.py runs/edge-w20-kd0-400/model.keras \
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_edge.benchmarks.scenes import BACKGROUNDS, FILLS, scene
-from cifar_edge.export.exporter import load_keras_model
+from cifar_edge.export.exporter import _calibration_sets, load_keras_model
 from cifar_edge.export.options import ExportOptions
 from cifar_edge.export.writers import Workspace, write_tflite_int8
 from cifar_edge.runtime.calibration import apply_temperature, fit_temperature
@@ -35,8 +35,7 @@ from cifar_edge.train.soup import interpolate
 def score(model, dataset, holdout, scenes_split, zoom: Zoom, scratch: Path) -> dict:
     """Held-out accuracies of `model` and its int8 file, and its scene deltas per (fill, background, rule)."""
     options = ExportOptions()
-    pool = dataset.train.balanced_subset(options.calibration_images + 1000, options.seed)
-    selection, calibration = pool.balanced_split(options.calibration_images, options.seed + 1)
+    calibration, selection = _calibration_sets(dataset, options)  # the exporter's own images
     target = scratch / "model.tflite"
     write_tflite_int8(Workspace(model, scratch), target, calibration, selection, options)
     classifier = Classifier(str(target), threads=1, zoom=zoom.fractions, min_score=0)
