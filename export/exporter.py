@@ -127,7 +127,7 @@ def export_model(
     validation = dataset.test.balanced_subset(options.validate_images, options.seed) if dataset else None
     served = model if options.tta == "none" else with_tta(float_input_copy(model), options.tta)
     keras_probabilities = served.predict(validation.images, batch_size=256, verbose=0) if validation else None
-    calibration, selection = _calibration_sets(dataset, options) if dataset else (None, None)
+    calibration, selection = calibration_sets(dataset, options) if dataset else (None, None)
     if calibration is not None and len(calibration) < 100:
         log.warning("only %d calibration images; int8 accuracy may suffer below 100", len(calibration))
 
@@ -227,7 +227,7 @@ def _export_one(work, export_format, target, calibration, selection, validation,
 # --- helpers -------------------------------------------------------------------------
 
 
-def _calibration_sets(dataset: Cifar10, options: ExportOptions) -> tuple[Split, Split]:
+def calibration_sets(dataset: Cifar10, options: ExportOptions) -> tuple[Split, Split]:
     """Disjoint, class-balanced training images: one set calibrates, the other picks the method."""
     pool = dataset.train.balanced_subset(options.calibration_images + 1000, options.seed)
     selection, calibration = pool.balanced_split(options.calibration_images, options.seed + 1)

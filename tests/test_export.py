@@ -103,7 +103,7 @@ def test_manifest_describes_the_model(exported):
 
 
 def test_calibration_comes_from_the_training_split_and_is_balanced(small_dataset):
-    calibration, selection = exporter._calibration_sets(small_dataset, ExportOptions(calibration_images=100))
+    calibration, selection = exporter.calibration_sets(small_dataset, ExportOptions(calibration_images=100))
     assert np.bincount(calibration.labels, minlength=10).tolist() == [10] * 10
     train_rows = {image.tobytes() for image in small_dataset.train.images}
     test_rows = {image.tobytes() for image in small_dataset.test.images}

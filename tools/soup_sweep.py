@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cifar_edge.benchmarks.scenes import BACKGROUNDS, FILLS, scene
-from cifar_edge.export.exporter import _calibration_sets, load_keras_model
+from cifar_edge.export.exporter import calibration_sets, load_keras_model
 from cifar_edge.export.options import ExportOptions
 from cifar_edge.export.writers import Workspace, write_tflite_int8
 from cifar_edge.runtime.calibration import apply_temperature, fit_temperature
@@ -32,12 +32,13 @@ from cifar_edge.train.settings import HOLDOUT_SEED
 from cifar_edge.train.soup import interpolate
 
 
-def score(model, dataset, holdout, scenes_split, zoom: Zoom, scratch: Path) -> dict:
-    """Held-out accuracies of `model` and its int8 file, and its scene deltas per (fill, background, rule)."""
-    options = ExportOptions()
-    calibration, selection = _calibration_sets(dataset, options)  # the exporter's own images
+def score(model, calibration, holdout, scenes_split, zoom: Zoom, scratch: Path) -> dict:
+    """Held-out accuracies of `model` and its int8 file, and its scene deltas per (fill, background, rule).
+
+    `calibration` is the exporter's (calibration, selection) pair of image sets and their options."""
+    calibration_split, selection, options = calibration
     target = scratch / "model.tflite"
-    write_tflite_int8(Workspace(model, scratch), target, calibration, selection, options)
+    write_tflite_int8(Workspace(model, scratch), target, calibration_split, selection, options)
     classifier = Classifier(str(target), threads=1, zoom=zoom.fractions, min_score=0)
     raw = classifier.engine.predict(holdout.images)
     temperature = fit_temperature(raw, holdout.labels)
@@ -78,10 +79,12 @@ def main(argv: list[str] | None = None) -> int:
           f"(`--zoom 1` / `--zoom {args.zoom}`)\n")
     print("| alpha | Keras | tflite-int8 | " + " | ".join(f"{fill:.0%} {kind}" for fill, kind in columns) + " |")
     print("|---:|---:|---:|" + "---:|" * len(columns))
+    options = ExportOptions()
+    calibration = (*calibration_sets(dataset, options), options)  # the exporter's own images, made once
     for alpha in (float(a) for a in args.alphas.split(",")):
         model = interpolate(base, load_keras_model(args.tuned), alpha) if alpha < 1 else tuned
         with tempfile.TemporaryDirectory() as scratch:
-            result = score(model, dataset, holdout, scenes_split, zoom, Path(scratch))
+            result = score(model, calibration, holdout, scenes_split, zoom, Path(scratch))
         cells = " | ".join(f"{result['scenes'][c][0] * 100:+.1f} / {result['scenes'][c][1] * 100:+.1f}" for c in columns)
         print(f"| {alpha:g} | {result['keras']:.2%} | {result['int8']:.2%} | {cells} |", flush=True)
     return 0
