@@ -209,6 +209,6 @@ def test_candidates_tabulate_size_and_latency_of_edge_models(image_tree, capsys)
 def test_registry_resnet_variants_share_one_builder():
     from cifar_edge.train.models import create_model
 
-    counts = {name: create_model(name).count_params() for name in ("resnet8", "resnet8-w20", "resnet8-sep40")}
-    assert counts == {"resnet8": 78_666, "resnet8-w20": 122_170, "resnet8-sep40": 79_290}
+    counts = {name: create_model(name).count_params() for name in ("resnet8", "resnet8-w20", "resnet8-sep40", "resnet14-w13")}
+    assert counts == {"resnet8": 78_666, "resnet8-w20": 122_170, "resnet8-sep40": 79_290, "resnet14-w13": 117_088}
     assert create_model("resnet8-w20").name == "resnet8-w20"
