@@ -9,7 +9,7 @@ step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
 [ -f "$RUN/model.keras" ] || { echo "$RUN/model.keras: the run has not ended"; exit 1; }
 [ -d "$RUN/export" ] || step .venv/bin/cifar-export "$RUN/model.keras" --int8 --out "$RUN/export" --data "$DATA"
 mkdir -p "$FT" && [ -f "$FT/teacher_cache.npz" ] || cp "$OUT/teacher_cache.npz" "$FT/"  # same teacher, images and views
-[ -f "$FT/model.keras" ] || step .venv/bin/cifar-train --model resnet8-w20 --init-from "$RUN/model.keras" --holdout 5000 --zoom-out 0.3 \
+[ -f "$FT/model.keras" ] || step .venv/bin/cifar-train --model "$STUDENT" --init-from "$RUN/model.keras" --holdout 5000 --zoom-out 0.3 \
   --teacher "$TEACHER" --distill-shift-step 0 --epochs 10 --learning-rate 0.01 --mixed-precision "${PRECISION:-bfloat16}" --out "$FT" --data "$DATA"
 [ -d "$FT/export" ] || step .venv/bin/cifar-export "$FT/model.keras" --int8 --out "$FT/export" --data "$DATA"
 rm -rf runs/packaged-edge && cp -r runtime/models/edge runs/packaged-edge

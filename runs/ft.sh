@@ -9,9 +9,9 @@ ZOOM=$1 LR=$2 FT_EPOCHS=${3:-10}
 DIR=$OUT-zoom$(printf %02d "$(python3 -c "print(round($ZOOM*100))")")-ft$FT_EPOCHS-lr${LR#0.}
 step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
 mkdir -p "$DIR" && [ -f "$DIR/teacher_cache.npz" ] || cp "$OUT/teacher_cache.npz" "$DIR/"
-[ -f "$DIR/model.keras" ] || step .venv/bin/cifar-train --model resnet8-w20 --init-from "$OUT/model.keras" --holdout 5000 --zoom-out "$ZOOM" \
+[ -f "$DIR/model.keras" ] || step .venv/bin/cifar-train --model "$STUDENT" --init-from "$OUT/model.keras" --holdout 5000 --zoom-out "$ZOOM" \
   --teacher "$TEACHER" --distill-shift-step 0 --epochs "$FT_EPOCHS" --learning-rate "$LR" --mixed-precision bfloat16 --out "$DIR" --data "$DATA"
 [ -d "$DIR/export" ] || step .venv/bin/cifar-export "$DIR/model.keras" --int8 --out "$DIR/export" --data "$DATA"
-step .venv/bin/python -m cifar_edge.benchmarks.scenes --model "$DIR/export/resnet8-w20.tflite-int8.tflite" --limit 500 --zoom 1 --threads 1 --data "$DATA" > "$DIR/scenes.txt"
-step .venv/bin/python -m cifar_edge.benchmarks.ood --model "$DIR/export/resnet8-w20.tflite-int8.tflite" --limit 1000 --per-kind 100 --data "$DATA" > "$DIR/ood.txt"
+step .venv/bin/python -m cifar_edge.benchmarks.scenes --model "$DIR/export/$STUDENT.tflite-int8.tflite" --limit 500 --zoom 1 --threads 1 --data "$DATA" > "$DIR/scenes.txt"
+step .venv/bin/python -m cifar_edge.benchmarks.ood --model "$DIR/export/$STUDENT.tflite-int8.tflite" --limit 1000 --per-kind 100 --data "$DATA" > "$DIR/ood.txt"
 echo "== $(date -u +%T) done"

@@ -14,5 +14,5 @@ step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
 [ -d "$DIR/export" ] || step .venv/bin/cifar-export "$DIR/model.keras" --int8 --validate-images 10000 --out "$DIR/export" --data "$DATA"
 mkdir -p runs/packaged-edge && cp runtime/models/edge/* runs/packaged-edge/  # the edge packaged before this soup
 step .venv/bin/cifar-bench "$DIR/export" "$TUNED/export" runs/packaged-edge --out "$DIR/bench" --threads 1 --engines litert onnxruntime --batch-sizes 1 --data "$DATA"
-step .venv/bin/python -m cifar_edge.benchmarks.scenes --model "$DIR/export/resnet8-w20.tflite-int8.tflite" --limit 2000 --zoom 1 --zoom 1:0.75,0.75:0.25 --threads 1 --data "$DATA" > "$DIR/scenes2000.txt"
+step .venv/bin/python -m cifar_edge.benchmarks.scenes --model "$DIR/export/$STUDENT.tflite-int8.tflite" --limit 2000 --zoom 1 --zoom 1:0.75,0.75:0.25 --threads 1 --data "$DATA" > "$DIR/scenes2000.txt"
 echo "== $(date -u +%T) done"
