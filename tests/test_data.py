@@ -8,7 +8,6 @@ import os
 import pickle
 import shutil
 import tarfile
-import time
 from pathlib import Path
 
 import cv2
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 
 from cifar_edge.runtime import data
+from cifar_edge.runtime import data as data_module
 from cifar_edge.runtime.data import Cifar10, DataError, Split, decode_image, download_official, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.labels import CLASS_NAMES, NUM_CLASSES
@@ -756,7 +756,7 @@ def test_balanced_subset_returns_self_when_count_covers_split(small_dataset):
 
 
 @pytest.mark.slow
-def test_full_shared_tarball_loads_and_second_load_is_fast(shared_tarball, small_dataset, tmp_path):
+def test_full_shared_tarball_loads_and_second_load_reads_the_cache(shared_tarball, small_dataset, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     dataset = load_cifar10(shared_tarball, cache_dir=cache)
     assert dataset.train.images.shape == (50000, 32, 32, 3)
@@ -771,10 +771,13 @@ def test_full_shared_tarball_loads_and_second_load_is_fast(shared_tarball, small
             small_dataset.train.images[class_id * TRAIN_PER_CLASS : (class_id + 1) * TRAIN_PER_CLASS],
         )
 
-    start = time.perf_counter()
+    # The second load reads the decoded cache and never decodes the tarball again. Its speed is a benchmark's
+    # question (BENCHMARKS.md), not a timed test's: a wall-clock limit here failed under a training beside it.
+    def no_decode(path):
+        raise AssertionError(f"decoded {path} again instead of reading the cache")
+
+    monkeypatch.setattr(data_module, "_decode", no_decode)
     again = load_cifar10(shared_tarball, cache_dir=cache)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0, f"second load took {elapsed:.2f} s"
     assert_same_arrays(again, dataset)
 
 
