@@ -13,7 +13,7 @@ mkdir -p "$FT" && [ -f "$FT/teacher_cache.npz" ] || cp "$OUT/teacher_cache.npz" 
   --teacher "$TEACHER" --distill-shift-step 0 --epochs 10 --learning-rate 0.01 --mixed-precision "${PRECISION:-bfloat16}" --out "$FT" --data "$DATA"
 [ -d "$FT/export" ] || step .venv/bin/cifar-export "$FT/model.keras" --int8 --out "$FT/export" --data "$DATA"
 rm -rf runs/packaged-edge && cp -r runtime/models/edge runs/packaged-edge
-step .venv/bin/cifar-bench "$RUN/export" "$FT/export" runs/packaged-edge --out runs/bench-edge-$EPOCHS --threads 1 --engines litert onnxruntime --data "$DATA"
+step .venv/bin/cifar-bench "$RUN/export" "$FT/export" runs/packaged-edge --out "$BENCH" --threads 1 --engines litert onnxruntime --data "$DATA"
 # Scenes on 2,000 images decide between candidates (500 proved too noisy); OOD and the rest: runs/release.sh, once released.
 step runs/scenes2000.sh "$FT/export" "$RUN/export"
 echo "== $(date -u +%T) done"

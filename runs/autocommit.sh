@@ -25,7 +25,7 @@ while true; do
     what="run ended; after-run outputs so far"
   fi
   paths="$OUT $TEACHER runs/settings.sh runs/long-run.sh runs/after-run.sh runs/autocommit.sh runs/ft.sh runs/scenes2000.sh :(exclude)**/teacher_cache.npz"
-  for p in "$FT" runs/bench-edge-$EPOCHS; do [ -e "$p" ] && paths="$paths $p"; done
+  for p in "$FT" "$BENCH"; do [ -e "$p" ] && paths="$paths $p"; done
   for try in 1 2 3 4 5; do
     if git add -f -A $paths >> $LOG 2>&1; then
       if git diff --cached --quiet -- $paths; then echo "$(date -u +%T) nothing new" >> $LOG; break; fi

@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.." || exit 1
 set -e
 . runs/settings.sh
 RUN=${1:?usage: runs/release.sh RUN [PHOTOS]} PHOTOS=$2
-FILE=runtime/models/edge/resnet8-w20.tflite-int8.tflite
+# The packaged files are named after the released run's model (cifar-export names them so).
+FILE=runtime/models/edge/$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['model'])" "$RUN/config.json").tflite-int8.tflite
 mkdir -p "$RUN/release"
 step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
 step .venv/bin/python -m cifar_edge.export.package "$RUN/export" --name edge --sources models

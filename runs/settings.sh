@@ -3,7 +3,11 @@
 EPOCHS=${EPOCHS:-400}
 # STUDENT: the registry model; resnet8-w20 (the default) names the released runs, any other its own folder.
 STUDENT=${STUDENT:-resnet8-w20}
-if [ "$STUDENT" = resnet8-w20 ]; then OUT=runs/edge-w20-kd0-$EPOCHS; else OUT=runs/edge-$STUDENT-kd0-$EPOCHS; fi
+if [ "$STUDENT" = resnet8-w20 ]; then
+  OUT=runs/edge-w20-kd0-$EPOCHS BENCH=runs/bench-edge-$EPOCHS SOUP=runs/edge-$EPOCHS-zoom40-soup
+else
+  OUT=runs/edge-$STUDENT-kd0-$EPOCHS BENCH=runs/bench-$STUDENT-$EPOCHS SOUP=$OUT-zoom40-soup
+fi
 # FT: the zoom-out fine-tune after-run.sh makes: the recipe of the released 200-epoch edge (zoom 0.3, lr 0.01, 10 epochs).
 FT=$OUT-zoom30-ft10-lr01
 TEACHER=runs/teacher-52d923a.tflite

@@ -1,12 +1,12 @@
 #!/bin/bash
-# WiSE-FT of the long run and its zoom-out 0.4 fine-tune: runs/soup.sh ALPHA (e.g. 0.9), into runs/edge-400-zoom40-soupAA.
+# WiSE-FT of the long run and its zoom-out 0.4 fine-tune: runs/soup.sh ALPHA (e.g. 0.9), into $SOUP of runs/settings.sh + AA (runs/edge-400-zoom40-soupAA for the released student).
 # Alpha was chosen on held-out images (tools/soup_sweep.py, BENCHMARKS.md); this exports the soup and measures it
 # beside the fine-tune and the packaged edge on the test split: cifar-bench, and scenes on 2,000 images.
 cd "$(dirname "$0")/.." || exit 1
 set -e
 . runs/settings.sh
 ALPHA=$1 TUNED=$OUT-zoom40-ft20-lr01
-DIR=runs/edge-400-zoom40-soup$(printf %02d "$(python3 -c "print(round($ALPHA*100))")")
+DIR=$SOUP$(printf %02d "$(python3 -c "print(round($ALPHA*100))")")
 step() { echo "== $(date -u +%T) $*" >&2; "$@"; }
 [ -f "$DIR/model.keras" ] || step .venv/bin/python -m cifar_edge.train.soup "$OUT/model.keras" "$TUNED/model.keras" --alpha "$ALPHA" --out "$DIR"
 # Validated on all 10,000 test images: on the default 2,000, the soup's onnx-int8 read -1.25 points against Keras (over

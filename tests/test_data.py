@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 
 from cifar_edge.runtime import data
-from cifar_edge.runtime import data as data_module
 from cifar_edge.runtime.data import Cifar10, DataError, Split, decode_image, download_official, load_cifar10, resolve_source
 from cifar_edge.runtime.errors import CifarEdgeError
 from cifar_edge.runtime.labels import CLASS_NAMES, NUM_CLASSES
@@ -776,7 +775,7 @@ def test_full_shared_tarball_loads_and_second_load_reads_the_cache(shared_tarbal
     def no_decode(path):
         raise AssertionError(f"decoded {path} again instead of reading the cache")
 
-    monkeypatch.setattr(data_module, "_decode", no_decode)
+    monkeypatch.setattr(data, "_decode", no_decode)
     again = load_cifar10(shared_tarball, cache_dir=cache)
     assert_same_arrays(again, dataset)
 
