@@ -7,8 +7,7 @@ export TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1
 for MODEL in "$@"; do
   RUN=runs/abl-$MODEL-kd0-e32
   mkdir -p "$RUN"
-  # The same teacher file, images and views as the long run: cifar-train reuses the cache it finds.
-  [ -f "$RUN/teacher_cache.npz" ] || cp runs/edge-w20-kd0-400/teacher_cache.npz "$RUN/"
+  { [ -f "$RUN/teacher_cache.npz" ] || [ ! -f "$TEACHER_CACHE" ] || cp "$TEACHER_CACHE" "$RUN/"; }
   ( .venv/bin/cifar-train --model "$MODEL" --epochs 32 --holdout 5000 --mixed-precision bfloat16 --teacher "$TEACHER" \
       --distill-shift-step 0 --out "$RUN" --data "$DATA" > "$RUN.log" 2>&1; echo "exit $? $(date -u +%FT%TZ)" >> "$RUN.log" ) &
 done

@@ -6,8 +6,7 @@ if [ -f "$OUT/checkpoint/state.json" ]; then
   # PRECISION=off on a CPU without native bfloat16 (cifar-train says so when it starts): emulated, it is 4x slower.
   .venv/bin/cifar-train --out "$OUT" --resume --data "$DATA" ${PRECISION:+--mixed-precision "$PRECISION"} >> "$OUT.log" 2>&1
 else
-  # The same teacher file, images and views as the 400-epoch resnet8-w20 run: cifar-train checks and reuses its cache.
-  mkdir -p "$OUT" && { [ -f "$OUT/teacher_cache.npz" ] || [ ! -f runs/edge-w20-kd0-400/teacher_cache.npz ] || cp runs/edge-w20-kd0-400/teacher_cache.npz "$OUT/"; }
+  mkdir -p "$OUT" && { [ -f "$OUT/teacher_cache.npz" ] || [ ! -f "$TEACHER_CACHE" ] || cp "$TEACHER_CACHE" "$OUT/"; }
   .venv/bin/cifar-train --model "$STUDENT" --epochs "$EPOCHS" --holdout 5000 --mixed-precision bfloat16 \
     --teacher "$TEACHER" --distill-shift-step 0 --out "$OUT" --data "$DATA" >> "$OUT.log" 2>&1
 fi

@@ -11,5 +11,8 @@ fi
 # FT: the zoom-out fine-tune after-run.sh makes: the recipe of the released 200-epoch edge (zoom 0.3, lr 0.01, 10 epochs).
 FT=$OUT-zoom30-ft10-lr01
 TEACHER=runs/teacher-52d923a.tflite
+# TEACHER's flip-only outputs on the 45,000 training images, made by the 400-epoch run: new runs of the same
+# teacher, images and views copy it in, and cifar-train checks that it matches before reusing it.
+TEACHER_CACHE=runs/edge-w20-kd0-400/teacher_cache.npz
 DATA=${CIFAR10_DATA:-$(cd ../shared/data 2>/dev/null && pwd)/cifar10-jpeg.tar.gz}
 export CIFAR10_DATA=$DATA TF_NUM_INTRAOP_THREADS=2 TF_NUM_INTEROP_THREADS=1

@@ -32,13 +32,11 @@ from cifar_edge.train.settings import HOLDOUT_SEED
 from cifar_edge.train.soup import interpolate
 
 
-def score(model, calibration, holdout, scenes_split, zoom: Zoom, scratch: Path) -> dict:
-    """Held-out accuracies of `model` and its int8 file, and its scene deltas per (fill, background, rule).
-
-    `calibration` is the exporter's (calibration, selection) pair of image sets and their options."""
-    calibration_split, selection, options = calibration
+def score(model, calibration, selection, options, holdout, scenes_split, zoom: Zoom, scratch: Path) -> dict:
+    """Held-out accuracies of `model` and its int8 file (written from the exporter's `calibration` and
+    `selection` images under `options`), and its scene deltas per (fill, background, rule)."""
     target = scratch / "model.tflite"
-    write_tflite_int8(Workspace(model, scratch), target, calibration_split, selection, options)
+    write_tflite_int8(Workspace(model, scratch), target, calibration, selection, options)
     classifier = Classifier(str(target), threads=1, zoom=zoom.fractions, min_score=0)
     raw = classifier.engine.predict(holdout.images)
     temperature = fit_temperature(raw, holdout.labels)
@@ -80,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| alpha | Keras | tflite-int8 | " + " | ".join(f"{fill:.0%} {kind}" for fill, kind in columns) + " |")
     print("|---:|---:|---:|" + "---:|" * len(columns))
     options = ExportOptions()
-    calibration = (*calibration_sets(dataset, options), options)  # the exporter's own images, made once
+    calibration, selection = calibration_sets(dataset, options)  # the exporter's own images, made once
     for alpha in (float(a) for a in args.alphas.split(",")):
         model = interpolate(base, load_keras_model(args.tuned), alpha) if alpha < 1 else tuned
         with tempfile.TemporaryDirectory() as scratch:
-            result = score(model, calibration, holdout, scenes_split, zoom, Path(scratch))
+            result = score(model, calibration, selection, options, holdout, scenes_split, zoom, Path(scratch))
         cells = " | ".join(f"{result['scenes'][c][0] * 100:+.1f} / {result['scenes'][c][1] * 100:+.1f}" for c in columns)
         print(f"| {alpha:g} | {result['keras']:.2%} | {result['int8']:.2%} | {cells} |", flush=True)
     return 0
